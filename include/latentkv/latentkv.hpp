@@ -1,0 +1,16 @@
+// SPDX-FileCopyrightText: 2026 The latentkv authors
+// SPDX-License-Identifier: Apache-2.0
+//
+// Umbrella header: every host-side public header. Never includes a .cuh or CUDA Toolkit header;
+// include latentkv/cuda/*.hpp explicitly (and link latentkv::cuda) for the GPU paths.
+#pragma once
+
+#include "latentkv/core/config.hpp"
+#include "latentkv/core/error.hpp"
+#include "latentkv/factorize/exact_svd_factorizer.hpp"
+#include "latentkv/factorize/factorizer.hpp"
+#include "latentkv/factorize/grouping.hpp"
+#include "latentkv/factorize/low_rank_factors.hpp"
+#include "latentkv/factorize/randomized_svd_factorizer.hpp"
+#include "latentkv/factorize/whitened_factorizer.hpp"
+#include "latentkv/linalg/matrix.hpp"
