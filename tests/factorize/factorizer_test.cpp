@@ -14,6 +14,7 @@
 
 #include "../support/matrices.hpp"
 #include "latentkv/factorize/exact_svd_factorizer.hpp"
+#include "latentkv/factorize/gram_eigen_factorizer.hpp"
 #include "latentkv/factorize/randomized_svd_factorizer.hpp"
 #include "latentkv/factorize/whitened_factorizer.hpp"
 
@@ -41,6 +42,11 @@ template <class T>
 struct Traits<BdcsvdFactorizer<T>> : ScalarTol<T> {
   // jacobi_below = 4 so the conformance matrices really go through divide and conquer.
   static BdcsvdFactorizer<T> make(Index, SigmaSplit split) { return BdcsvdFactorizer<T>({split, 4}); }
+  static constexpr double kSlack = 1.0;
+};
+template <class T>
+struct Traits<GramEigenFactorizer<T>> : ScalarTol<T> {
+  static GramEigenFactorizer<T> make(Index, SigmaSplit split) { return GramEigenFactorizer<T>({split}); }
   static constexpr double kSlack = 1.0;
 };
 template <class T>
@@ -92,6 +98,7 @@ class FactorizerConformance : public ::testing::Test {
 using Policies =
     ::testing::Types<JacobiSvdFactorizer<float>, JacobiSvdFactorizer<double>,
                      BdcsvdFactorizer<float>, BdcsvdFactorizer<double>,
+                     GramEigenFactorizer<float>, GramEigenFactorizer<double>,
                      RandomizedSvdFactorizer<float>, RandomizedSvdFactorizer<double>,
                      WhitenedFactorizer<BdcsvdFactorizer<double>>,
                      WhitenedFactorizer<RandomizedSvdFactorizer<float>>>;

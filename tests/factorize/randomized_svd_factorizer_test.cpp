@@ -28,19 +28,20 @@ TEST(RandomizedSvdFactorizer, IsExactOnAMatrixOfTheTargetRank) {
   // rank(W) = r and no oversampling, no power iteration: the sketch already spans range(W).
   const RowMatrix<float> w =
       testing::with_spectrum<float>(300, 200, testing::power_law_spectrum(24, 0.3), 7);
-  const auto f = RandomizedSvdFactorizer<float>({0, 0, 1, SigmaSplit::kLeft}).factorize(w, 24);
+  const auto f = RandomizedSvdFactorizer<float>({.oversampling = 0, .oversampling_ratio = 0, .power_iterations = 0}).factorize(w, 24);
   EXPECT_LT(std::sqrt(achieved(w, f) / w.cast<double>().squaredNorm()), 1e-5);
   EXPECT_LT(f.relative_error, 1e-5);
 }
 
-// Decaying spectra at real K/V shapes and the budgets the rank schedules use: within 1% of the
-// Eckart–Young optimum with the default 2 power iterations.
+// Decaying spectra at real K/V shapes and the budgets the rank schedules use (25/50/75% of
+// min(rows, cols)): within 1% of the Eckart–Young optimum with the default options. α = 0.4 is
+// the flattest slope measured on SmolLM2's V projections; 1.3 the steepest on its K projections.
 TEST(RandomizedSvdFactorizer, TailErrorWithinOnePercentOfOptimalOnDecayingSpectra) {
   struct Case {
     Index rows, cols;
     double alpha;
   };
-  for (const Case c : {Case{576, 192, 0.5}, Case{576, 192, 1.0}, Case{512, 256, 0.7}}) {
+  for (const Case c : {Case{576, 192, 0.4}, Case{576, 192, 1.3}, Case{512, 256, 0.7}}) {
     const Index k = std::min(c.rows, c.cols);
     const RowMatrix<float> w =
         testing::with_spectrum<float>(c.rows, c.cols, testing::power_law_spectrum(k, c.alpha), 3);
@@ -57,21 +58,21 @@ TEST(RandomizedSvdFactorizer, PowerIterationsImproveASlowlyDecayingSpectrum) {
   const RowMatrix<float> w =
       testing::with_spectrum<float>(400, 300, testing::power_law_spectrum(300, 0.3), 9);
   const double opt = optimal_tail(w, 60);
-  const double q0 = achieved(w, RandomizedSvdFactorizer<float>({5, 0, 1, SigmaSplit::kLeft})
+  const double q0 = achieved(w, RandomizedSvdFactorizer<float>({.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 0})
                                     .factorize(w, 60)) / opt;
-  const double q3 = achieved(w, RandomizedSvdFactorizer<float>({5, 3, 1, SigmaSplit::kLeft})
+  const double q6 = achieved(w, RandomizedSvdFactorizer<float>({.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 6})
                                     .factorize(w, 60)) / opt;
-  EXPECT_LT(q3, q0);
-  EXPECT_LT(q3, 1.01);
+  EXPECT_LT(q6, q0);
+  EXPECT_LT(q6, 1.01);
   EXPECT_GT(q0, 1.01) << "the case is too easy to show anything";
 }
 
 TEST(RandomizedSvdFactorizer, SeedSelectsTheSketch) {
   const RowMatrix<float> w =
       testing::with_spectrum<float>(200, 150, testing::power_law_spectrum(150, 0.4), 2);
-  const auto a = RandomizedSvdFactorizer<float>({10, 1, 1, SigmaSplit::kLeft}).factorize(w, 30);
-  const auto b = RandomizedSvdFactorizer<float>({10, 1, 1, SigmaSplit::kLeft}).factorize(w, 30);
-  const auto c = RandomizedSvdFactorizer<float>({10, 1, 2, SigmaSplit::kLeft}).factorize(w, 30);
+  const auto a = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
+  const auto b = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
+  const auto c = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 2}).factorize(w, 30);
   EXPECT_EQ(a.reconstruct(), b.reconstruct());
   EXPECT_GT((a.reconstruct() - c.reconstruct()).cwiseAbs().maxCoeff(), 0.0f);
 }
@@ -79,20 +80,20 @@ TEST(RandomizedSvdFactorizer, SeedSelectsTheSketch) {
 TEST(RandomizedSvdFactorizer, SketchWiderThanTheMatrixIsExact) {
   const RowMatrix<double> w =
       testing::with_spectrum<double>(30, 20, testing::power_law_spectrum(20, 0.1), 2);
-  const auto f = RandomizedSvdFactorizer<double>({50, 0, 1, SigmaSplit::kLeft}).factorize(w, 15);
+  const auto f = RandomizedSvdFactorizer<double>({.oversampling = 50, .power_iterations = 0}).factorize(w, 15);
   const Vector<double> s = Eigen::JacobiSVD<ColMatrix<double>>(ColMatrix<double>(w)).singularValues();
   EXPECT_NEAR((w - f.reconstruct()).squaredNorm(), s.tail(5).squaredNorm(), 1e-12);
 }
 
 TEST(RandomizedSvdFactorizer, RejectsNegativeOptions) {
   try {
-    RandomizedSvdFactorizer<float>({-1, 2, 1, SigmaSplit::kLeft});
+    RandomizedSvdFactorizer<float>({.oversampling = -1});
     FAIL();
   } catch (const InvalidArgument& e) {
     EXPECT_THAT(e.what(), HasSubstr("oversampling = -1, expected >= 0"));
   }
   try {
-    RandomizedSvdFactorizer<float>({10, -2, 1, SigmaSplit::kLeft});
+    RandomizedSvdFactorizer<float>({.power_iterations = -2});
     FAIL();
   } catch (const InvalidArgument& e) {
     EXPECT_THAT(e.what(), HasSubstr("power_iterations = -2, expected >= 0"));

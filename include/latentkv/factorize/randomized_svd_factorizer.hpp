@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Randomized truncated SVD (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1).
-//   W: (m, n), target rank r, sketch width k = min(r + p, m, n) (p = oversampling).
+//   W: (m, n), target rank r, sketch width k = min(r + max(p, ⌈ρ·r⌉), m, n)
+//   (p = oversampling, ρ = oversampling_ratio).
 //   Ω: (n, k) Gaussian (seeded)  →  Q = orth(W·Ω): (m, k)
 //   q power iterations, re-orthonormalized each half-step: Q ← orth(W·orth(Wᵀ·Q))
 //   B̂ = Qᵀ·W: (k, n) = Û·Σ·Vᵀ (exact SVD of the small matrix)
@@ -10,12 +11,15 @@
 // A·B = P·W with P an orthogonal projector; the reported error is ‖W − Q·B̂‖² + Σ_{i>r} σ̂_i².
 // When k reaches min(m, n) the sketch spans the whole range and the result is the exact SVD; it is
 // also exact whenever rank(W) <= k. Power iterations sharpen slowly decaying spectra (error →
-// optimal as q grows); q = 1–2 is enough for the spectra of real K/V weights.
+// optimal as q grows). The defaults (ρ = ½, q = 4) keep the error within 1% of optimal on the flat
+// spectra of real V projections (power-law slope ≈ 0.4, measured on SmolLM2) at ranks up to ¾ of
+// min(m, n); with p = 10, q = 2 (the textbook setting) it is 5–10% above optimal there.
 #pragma once
 
 #include <Eigen/QR>
 #include <Eigen/SVD>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 
@@ -28,8 +32,9 @@ class RandomizedSvdFactorizer {
  public:
   using Scalar = T;
   struct Options {
-    Index oversampling = 10;            ///< p: extra sketch columns beyond the rank (>= 0)
-    Index power_iterations = 2;         ///< q: subspace iterations (>= 0)
+    Index oversampling = 10;          ///< p: minimum extra sketch columns beyond the rank (>= 0)
+    double oversampling_ratio = 0.5;  ///< ρ: extra columns as a fraction of the rank (>= 0)
+    Index power_iterations = 4;       ///< q: subspace iterations (>= 0)
     std::uint64_t seed = 0x1a7e47c0ffeeULL;  ///< Gaussian sketch seed: same seed, same factors
     SigmaSplit split = SigmaSplit::kLeft;
   };
@@ -39,6 +44,10 @@ class RandomizedSvdFactorizer {
     constexpr const char* kWhere = "latentkv::RandomizedSvdFactorizer";
     if (options_.oversampling < 0) {
       detail::raise<InvalidArgument>(kWhere, "oversampling = ", options_.oversampling,
+                                     ", expected >= 0");
+    }
+    if (!(options_.oversampling_ratio >= 0.0)) {
+      detail::raise<InvalidArgument>(kWhere, "oversampling_ratio = ", options_.oversampling_ratio,
                                      ", expected >= 0");
     }
     if (options_.power_iterations < 0) {
@@ -53,7 +62,9 @@ class RandomizedSvdFactorizer {
     detail::check_factorize_args(kWhere, w, rank);
     const Index m = w.rows();
     const Index n = w.cols();
-    const Index k = std::min({rank + options_.oversampling, m, n});
+    const auto extra = static_cast<Index>(
+        std::ceil(options_.oversampling_ratio * static_cast<double>(rank)));
+    const Index k = std::min({rank + std::max(options_.oversampling, extra), m, n});
 
     // Range finder with re-orthonormalized power iterations.
     ColMatrix<T> q = orthonormalize(w * gaussian(n, k));  // (m, k)

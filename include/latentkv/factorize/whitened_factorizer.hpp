@@ -10,7 +10,7 @@
 //
 // Regularization (when XᵀX is not positive definite, e.g. fewer calibration tokens than d or
 // dead input channels): with s = shift_ratio · trace(G)/d, the factorizer uses G + δ·I with δ the
-// first of 0, s, 10·s, 100·s, … (at most max_shift_steps tries) for which the Cholesky succeeds
+// first of 0, s, 10·s, …, 10⁵·s (max_shift_steps = 6 tries) for which the Cholesky succeeds
 // and every pivot L_ii² >= s. applied_shift() reports δ. A zero Gram matrix is rejected.
 #pragma once
 
@@ -63,7 +63,8 @@ class WhitenedFactorizer {
   using Inner = F;
   struct Options {
     double shift_ratio = 1e-6;  ///< s = shift_ratio · trace(G)/d: first shift and pivot floor
-    int max_shift_steps = 12;   ///< shifts tried: s, 10s, … before giving up (NumericalError)
+    int max_shift_steps = 6;    ///< shifts tried: s, 10s, …, 10⁵·s (= 0.1·mean diagonal by
+                                ///< default) before giving up (NumericalError)
   };
 
   /// gram: (d, d) symmetric positive semi-definite XᵀX of the inputs that W multiplies.
@@ -89,6 +90,12 @@ class WhitenedFactorizer {
                                      ", expected > 0 and >= 1");
     }
     const Index d = gram.rows();
+    for (Index i = 0; i < d; ++i) {
+      if (gram(i, i) < 0.0) {
+        detail::raise<InvalidArgument>(kWhere, "gram has a negative diagonal entry ", gram(i, i),
+                                       " at (", i, ", ", i, "), expected XᵀX (diagonal >= 0)");
+      }
+    }
     const double s = options_.shift_ratio * gram.trace() / static_cast<double>(d);
     if (!(s > 0.0)) {
       detail::raise<InvalidArgument>(kWhere, "gram has a non-positive trace (", gram.trace(),
