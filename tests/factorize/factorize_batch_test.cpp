@@ -58,10 +58,10 @@ TEST(FactorizeBatch, NamesTheMatrixThatFailed) {
     EXPECT_THAT(e.what(), HasSubstr("non-finite entry"));
   }
   const std::vector<Index> short_ranks(5, 8);
-  EXPECT_THROW((void)factorize_batch(BdcsvdFactorizer<float>(),
-                                     std::span<const MatrixCRef<float>>(views),
-                                     std::span<const Index>(short_ranks)),
-               InvalidArgument);
+  EXPECT_THROW(
+      (void)factorize_batch(BdcsvdFactorizer<float>(), std::span<const MatrixCRef<float>>(views),
+                            std::span<const Index>(short_ranks)),
+      InvalidArgument);
 }
 
 }  // namespace

@@ -35,18 +35,24 @@ struct ScalarTol {
 
 template <class T>
 struct Traits<JacobiSvdFactorizer<T>> : ScalarTol<T> {
-  static JacobiSvdFactorizer<T> make(Index, SigmaSplit split) { return JacobiSvdFactorizer<T>({split}); }
+  static JacobiSvdFactorizer<T> make(Index, SigmaSplit split) {
+    return JacobiSvdFactorizer<T>({split});
+  }
   static constexpr double kSlack = 1.0;
 };
 template <class T>
 struct Traits<BdcsvdFactorizer<T>> : ScalarTol<T> {
   // jacobi_below = 4 so the conformance matrices really go through divide and conquer.
-  static BdcsvdFactorizer<T> make(Index, SigmaSplit split) { return BdcsvdFactorizer<T>({split, 4}); }
+  static BdcsvdFactorizer<T> make(Index, SigmaSplit split) {
+    return BdcsvdFactorizer<T>({split, 4});
+  }
   static constexpr double kSlack = 1.0;
 };
 template <class T>
 struct Traits<GramEigenFactorizer<T>> : ScalarTol<T> {
-  static GramEigenFactorizer<T> make(Index, SigmaSplit split) { return GramEigenFactorizer<T>({split}); }
+  static GramEigenFactorizer<T> make(Index, SigmaSplit split) {
+    return GramEigenFactorizer<T>({split});
+  }
   static constexpr double kSlack = 1.0;
 };
 template <class T>
@@ -97,10 +103,9 @@ class FactorizerConformance : public ::testing::Test {
 
 using Policies =
     ::testing::Types<JacobiSvdFactorizer<float>, JacobiSvdFactorizer<double>,
-                     BdcsvdFactorizer<float>, BdcsvdFactorizer<double>,
-                     GramEigenFactorizer<float>, GramEigenFactorizer<double>,
-                     RandomizedSvdFactorizer<float>, RandomizedSvdFactorizer<double>,
-                     WhitenedFactorizer<BdcsvdFactorizer<double>>,
+                     BdcsvdFactorizer<float>, BdcsvdFactorizer<double>, GramEigenFactorizer<float>,
+                     GramEigenFactorizer<double>, RandomizedSvdFactorizer<float>,
+                     RandomizedSvdFactorizer<double>, WhitenedFactorizer<BdcsvdFactorizer<double>>,
                      WhitenedFactorizer<RandomizedSvdFactorizer<float>>>;
 TYPED_TEST_SUITE(FactorizerConformance, Policies);
 
@@ -222,7 +227,8 @@ TYPED_TEST(FactorizerConformance, IsDeterministic) {
 
 TYPED_TEST(FactorizerConformance, AcceptsAStridedBlockWithoutChangingTheResult) {
   using T = typename TypeParam::Scalar;
-  const RowMatrix<T> big = testing::with_spectrum<T>(96, 160, testing::power_law_spectrum(96, 1.5), 3);
+  const RowMatrix<T> big =
+      testing::with_spectrum<T>(96, 160, testing::power_law_spectrum(96, 1.5), 3);
   const RowMatrix<T> copy = big.middleCols(32, 64);
   const auto f = this->make(96).factorize(big.middleCols(32, 64), 8);
   const auto g = this->make(96).factorize(copy, 8);

@@ -45,9 +45,9 @@ TEST(Grouping, RejectsAGroupSizeThatDoesNotDivideNumKvHeads) {
   }
   EXPECT_THROW(GroupedHeadsGrouping{0}, InvalidArgument);
   const RowMatrix<float> w = projection(96, kSmolLm2, 1);
-  EXPECT_THROW((void)factorize_groups(BdcsvdFactorizer<float>(), GroupedHeadsGrouping{2}, w,
-                                      kSmolLm2, 16),
-               InvalidArgument);
+  EXPECT_THROW(
+      (void)factorize_groups(BdcsvdFactorizer<float>(), GroupedHeadsGrouping{2}, w, kSmolLm2, 16),
+      InvalidArgument);
 }
 
 TEST(FactorizeGroups, JointIsTheWholeMatrix) {
@@ -65,8 +65,8 @@ TEST(FactorizeGroups, EachHeadSliceIsReconstructedFromItsGroup) {
   const Index d = 80;
   const RowMatrix<float> w = projection(d, kFourHeads, 3);
   const std::vector<Index> ranks{10, 20};
-  const auto g = factorize_groups(BdcsvdFactorizer<float>(), GroupedHeadsGrouping{2}, w,
-                                  kFourHeads, std::span<const Index>(ranks));
+  const auto g = factorize_groups(BdcsvdFactorizer<float>(), GroupedHeadsGrouping{2}, w, kFourHeads,
+                                  std::span<const Index>(ranks));
   ASSERT_EQ(g.num_groups(), 2);
   EXPECT_EQ(g.ranks(), ranks);
   EXPECT_EQ(g.latent_width(), 30);
@@ -102,7 +102,8 @@ TEST(FactorizeGroups, FinerGroupsCostMoreLatentForTheSameError) {
   // cross-head correlation). Equal width 96: joint r = 96, per-head r = 32 each.
   const RowMatrix<float> w = projection(576, kSmolLm2, 5);
   const auto joint = factorize_groups(BdcsvdFactorizer<float>(), JointGrouping{}, w, kSmolLm2, 96);
-  const auto heads = factorize_groups(BdcsvdFactorizer<float>(), PerHeadGrouping{}, w, kSmolLm2, 32);
+  const auto heads =
+      factorize_groups(BdcsvdFactorizer<float>(), PerHeadGrouping{}, w, kSmolLm2, 32);
   EXPECT_EQ(joint.latent_width(), heads.latent_width());
   EXPECT_LE(joint.relative_error(), heads.relative_error());
 }
@@ -114,7 +115,8 @@ TEST(FactorizeGroups, RejectsShapeAndRankMismatches) {
     (void)factorize_groups(f, JointGrouping{}, w, HeadLayout{4, 64}, 8);
     FAIL();
   } catch (const InvalidArgument& e) {
-    EXPECT_THAT(e.what(), HasSubstr("w has 192 columns, expected 256 (num_kv_heads 4 x head_dim 64)"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("w has 192 columns, expected 256 (num_kv_heads 4 x head_dim 64)"));
   }
   const std::vector<Index> two{8, 8};
   try {

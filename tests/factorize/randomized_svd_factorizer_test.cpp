@@ -28,7 +28,9 @@ TEST(RandomizedSvdFactorizer, IsExactOnAMatrixOfTheTargetRank) {
   // rank(W) = r and no oversampling, no power iteration: the sketch already spans range(W).
   const RowMatrix<float> w =
       testing::with_spectrum<float>(300, 200, testing::power_law_spectrum(24, 0.3), 7);
-  const auto f = RandomizedSvdFactorizer<float>({.oversampling = 0, .oversampling_ratio = 0, .power_iterations = 0}).factorize(w, 24);
+  const auto f = RandomizedSvdFactorizer<float>(
+                     {.oversampling = 0, .oversampling_ratio = 0, .power_iterations = 0})
+                     .factorize(w, 24);
   EXPECT_LT(std::sqrt(achieved(w, f) / w.cast<double>().squaredNorm()), 1e-5);
   EXPECT_LT(f.relative_error, 1e-5);
 }
@@ -58,10 +60,16 @@ TEST(RandomizedSvdFactorizer, PowerIterationsImproveASlowlyDecayingSpectrum) {
   const RowMatrix<float> w =
       testing::with_spectrum<float>(400, 300, testing::power_law_spectrum(300, 0.3), 9);
   const double opt = optimal_tail(w, 60);
-  const double q0 = achieved(w, RandomizedSvdFactorizer<float>({.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 0})
-                                    .factorize(w, 60)) / opt;
-  const double q6 = achieved(w, RandomizedSvdFactorizer<float>({.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 6})
-                                    .factorize(w, 60)) / opt;
+  const double q0 =
+      achieved(w, RandomizedSvdFactorizer<float>(
+                      {.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 0})
+                      .factorize(w, 60)) /
+      opt;
+  const double q6 =
+      achieved(w, RandomizedSvdFactorizer<float>(
+                      {.oversampling = 5, .oversampling_ratio = 0, .power_iterations = 6})
+                      .factorize(w, 60)) /
+      opt;
   EXPECT_LT(q6, q0);
   EXPECT_LT(q6, 1.01);
   EXPECT_GT(q0, 1.01) << "the case is too easy to show anything";
@@ -70,9 +78,12 @@ TEST(RandomizedSvdFactorizer, PowerIterationsImproveASlowlyDecayingSpectrum) {
 TEST(RandomizedSvdFactorizer, SeedSelectsTheSketch) {
   const RowMatrix<float> w =
       testing::with_spectrum<float>(200, 150, testing::power_law_spectrum(150, 0.4), 2);
-  const auto a = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
-  const auto b = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
-  const auto c = RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 2}).factorize(w, 30);
+  const auto a =
+      RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
+  const auto b =
+      RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 1}).factorize(w, 30);
+  const auto c =
+      RandomizedSvdFactorizer<float>({.power_iterations = 1, .seed = 2}).factorize(w, 30);
   EXPECT_EQ(a.reconstruct(), b.reconstruct());
   EXPECT_GT((a.reconstruct() - c.reconstruct()).cwiseAbs().maxCoeff(), 0.0f);
 }
@@ -80,8 +91,10 @@ TEST(RandomizedSvdFactorizer, SeedSelectsTheSketch) {
 TEST(RandomizedSvdFactorizer, SketchWiderThanTheMatrixIsExact) {
   const RowMatrix<double> w =
       testing::with_spectrum<double>(30, 20, testing::power_law_spectrum(20, 0.1), 2);
-  const auto f = RandomizedSvdFactorizer<double>({.oversampling = 50, .power_iterations = 0}).factorize(w, 15);
-  const Vector<double> s = Eigen::JacobiSVD<ColMatrix<double>>(ColMatrix<double>(w)).singularValues();
+  const auto f =
+      RandomizedSvdFactorizer<double>({.oversampling = 50, .power_iterations = 0}).factorize(w, 15);
+  const Vector<double> s =
+      Eigen::JacobiSVD<ColMatrix<double>>(ColMatrix<double>(w)).singularValues();
   EXPECT_NEAR((w - f.reconstruct()).squaredNorm(), s.tail(5).squaredNorm(), 1e-12);
 }
 

@@ -16,8 +16,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr Index kDim = 64;    // d
-constexpr Index kCols = 48;   // n_kv·h
+constexpr Index kDim = 64;   // d
+constexpr Index kCols = 48;  // n_kv·h
 constexpr Index kTokens = 2000;
 
 // Calibration inputs with an anisotropic covariance: channel scales log-spaced over 1..100,
@@ -26,8 +26,7 @@ RowMatrix<double> anisotropic_inputs(Index tokens, std::uint64_t seed) {
   Vector<double> scales(kDim);
   for (Index i = 0; i < kDim; ++i) scales(i) = std::pow(100.0, static_cast<double>(i) / (kDim - 1));
   const ColMatrix<double> rotation = testing::random_orthonormal(kDim, kDim, seed + 1);
-  return testing::gaussian<double>(tokens, kDim, seed) * scales.asDiagonal() *
-         rotation.transpose();
+  return testing::gaussian<double>(tokens, kDim, seed) * scales.asDiagonal() * rotation.transpose();
 }
 
 RowMatrix<double> weights() {
@@ -57,7 +56,8 @@ TEST(WhitenedFactorizer, BeatsPlainSvdOnActivationWeightedError) {
 TEST(WhitenedFactorizer, ReachesTheOptimumOfTheActivationWeightedProblem) {
   const RowMatrix<double> x = anisotropic_inputs(kTokens, 6);
   const RowMatrix<double> w = weights();
-  const Vector<double> s = Eigen::BDCSVD<ColMatrix<double>>(ColMatrix<double>(x * w)).singularValues();
+  const Vector<double> s =
+      Eigen::BDCSVD<ColMatrix<double>>(ColMatrix<double>(x * w)).singularValues();
   const WhitenedFactorizer<BdcsvdFactorizer<double>> whitened(x.transpose() * x);
   for (const Index r : {Index{6}, Index{20}}) {
     const double err = activation_error(x, w, whitened.factorize(w, r));
@@ -96,7 +96,8 @@ TEST(WhitenedFactorizer, ShiftsARankDeficientGramAndStillReachesTheOptimum) {
   EXPECT_TRUE(f.up.allFinite());
   // The tiny shift barely moves the solution: the activation error on the calibration inputs is
   // still the Eckart–Young optimum of X·W (within 1%), far below plain SVD.
-  const Vector<double> s = Eigen::BDCSVD<ColMatrix<double>>(ColMatrix<double>(x * w)).singularValues();
+  const Vector<double> s =
+      Eigen::BDCSVD<ColMatrix<double>>(ColMatrix<double>(x * w)).singularValues();
   const double err = activation_error(x, w, f);
   EXPECT_LE(err * err, 1.01 * s.tail(s.size() - 8).squaredNorm());
   EXPECT_LT(err, 0.6 * activation_error(x, w, BdcsvdFactorizer<double>().factorize(w, 8)));
@@ -104,8 +105,9 @@ TEST(WhitenedFactorizer, ShiftsARankDeficientGramAndStillReachesTheOptimum) {
 
 TEST(WhitenedFactorizer, IdentityGramIsPlainSvd) {
   const RowMatrix<double> w = weights();
-  const auto a = WhitenedFactorizer<BdcsvdFactorizer<double>>(RowMatrix<double>::Identity(kDim, kDim))
-                     .factorize(w, 9);
+  const auto a =
+      WhitenedFactorizer<BdcsvdFactorizer<double>>(RowMatrix<double>::Identity(kDim, kDim))
+          .factorize(w, 9);
   const auto b = BdcsvdFactorizer<double>().factorize(w, 9);
   EXPECT_LT((a.reconstruct() - b.reconstruct()).cwiseAbs().maxCoeff(), 1e-12);
 }

@@ -1,15 +1,16 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Exception hierarchy. Every public entry point checks its preconditions (in release builds too) and
-// throws one of these with a message that names the function, the argument and the expected range:
+// Exception hierarchy. Every public entry point checks its preconditions (in release builds too)
+// and throws one of these with a message that names the function, the argument and the expected
+// range:
 //   "latentkv::BdcsvdFactorizer::factorize: rank = 300, expected 1..192 (min(rows, cols))"
 //
 //   Error                 base of everything latentkv throws (a std::runtime_error)
 //   ├─ InvalidArgument    a caller-supplied value is out of range / shapes disagree
 //   ├─ FormatError        a file is malformed (message names the file, the tensor and the offset)
-//   ├─ NumericalError     a computation failed (non-convergence, not positive definite, NaN produced)
-//   └─ CudaError          a CUDA / cuBLAS / cuSOLVER call failed (code, call, file:line)
+//   ├─ NumericalError     a computation failed (non-convergence, not positive definite, NaN
+//   produced) └─ CudaError          a CUDA / cuBLAS / cuSOLVER call failed (code, call, file:line)
 #pragma once
 
 #include <sstream>

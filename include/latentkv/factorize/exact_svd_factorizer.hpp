@@ -22,8 +22,8 @@ namespace detail {
 
 /// Turns a thin SVD of W into LowRankFactors with exact quality figures.
 template <class T, class Svd>
-[[nodiscard]] LowRankFactors<T> factors_from_svd(const Svd& svd, const MatrixCRef<T>& w,
-                                                 Index rank, SigmaSplit split, const char* where) {
+[[nodiscard]] LowRankFactors<T> factors_from_svd(const Svd& svd, const MatrixCRef<T>& w, Index rank,
+                                                 SigmaSplit split, const char* where) {
   if (svd.info() != Eigen::Success) {
     raise<NumericalError>(where, "the SVD of a ", w.rows(), " x ", w.cols(),
                           " matrix did not converge");

@@ -49,8 +49,8 @@ class GramEigenFactorizer {
     }
     const Eigen::SelfAdjointEigenSolver<ColMatrix<double>> eig(gram);  // reads the lower triangle
     if (eig.info() != Eigen::Success) {
-      detail::raise<NumericalError>(kWhere, "the eigensolver did not converge on the ", n, " x ",
-                                    n, " Gram matrix of a ", w.rows(), " x ", w.cols(), " matrix");
+      detail::raise<NumericalError>(kWhere, "the eigensolver did not converge on the ", n, " x ", n,
+                                    " Gram matrix of a ", w.rows(), " x ", w.cols(), " matrix");
     }
     // Eigen sorts ascending: the leading r are the last r, reversed.
     const Vector<double> lambda = eig.eigenvalues().reverse().cwiseMax(0.0);

@@ -64,14 +64,14 @@ class GroupedHeadsGrouping {
  public:
   explicit GroupedHeadsGrouping(Index group_size) : group_size_(group_size) {
     if (group_size < 1) {
-      detail::raise<InvalidArgument>("latentkv::GroupedHeadsGrouping", "group_size = ",
-                                     group_size, ", expected >= 1");
+      detail::raise<InvalidArgument>("latentkv::GroupedHeadsGrouping", "group_size = ", group_size,
+                                     ", expected >= 1");
     }
   }
   [[nodiscard]] Index heads_per_group(Index num_kv_heads) const {
     if (num_kv_heads < 1 || num_kv_heads % group_size_ != 0) {
-      detail::raise<InvalidArgument>("latentkv::GroupedHeadsGrouping", "group_size = ",
-                                     group_size_, " does not divide num_kv_heads = ", num_kv_heads);
+      detail::raise<InvalidArgument>("latentkv::GroupedHeadsGrouping", "group_size = ", group_size_,
+                                     " does not divide num_kv_heads = ", num_kv_heads);
     }
     return group_size_;
   }
@@ -88,8 +88,8 @@ struct GroupedFactors {
   using Scalar = T;
 
   HeadLayout layout;
-  Index heads_per_group = 0;                ///< s
-  std::vector<LowRankFactors<T>> groups;    ///< groups[g]: A_g (d, r_g), B_g (r_g, s·h)
+  Index heads_per_group = 0;              ///< s
+  std::vector<LowRankFactors<T>> groups;  ///< groups[g]: A_g (d, r_g), B_g (r_g, s·h)
 
   [[nodiscard]] Index num_groups() const noexcept { return static_cast<Index>(groups.size()); }
   /// Group of KV head j.

@@ -3,8 +3,8 @@
 //
 // W ≈ A·B.  W: (rows, cols), in latentkv (d_model, n_kv·head_dim) for a K or V projection;
 // A: (rows, r) down-projection (the cache stores the latent c = x·A, r numbers per token);
-// B: (r, cols) up-projection.  With the SVD W = U·Σ·Vᵀ the factors are A = U_r·Σ_r^a, B = Σ_r^(1-a)·V_rᵀ,
-// where the split a ∈ {1, 0, ½} is SigmaSplit.
+// B: (r, cols) up-projection.  With the SVD W = U·Σ·Vᵀ the factors are A = U_r·Σ_r^a, B =
+// Σ_r^(1-a)·V_rᵀ, where the split a ∈ {1, 0, ½} is SigmaSplit.
 #pragma once
 
 #include <algorithm>
@@ -18,9 +18,9 @@ namespace latentkv {
 
 /// How the singular values are divided between the two factors.
 enum class SigmaSplit : std::uint8_t {
-  kLeft,   ///< A = U_r·Σ_r, B = V_rᵀ (LoRC): rows of B orthonormal; latents carry the scale.
+  kLeft,  ///< A = U_r·Σ_r, B = V_rᵀ (LoRC): rows of B orthonormal; latents carry the scale.
   kRight,  ///< A = U_r, B = Σ_r·V_rᵀ: columns of A orthonormal; latents are unit-scale projections.
-  kSqrt,   ///< A = U_r·√Σ_r, B = √Σ_r·V_rᵀ: balanced magnitudes, best for low-precision storage.
+  kSqrt,  ///< A = U_r·√Σ_r, B = √Σ_r·V_rᵀ: balanced magnitudes, best for low-precision storage.
 };
 
 [[nodiscard]] constexpr std::string_view to_string(SigmaSplit split) noexcept {
@@ -83,8 +83,8 @@ template <class Derived>
 /// v (cols, ≥rank), following `split`. Fills down, up, singular_values, split.
 template <class T, class DU, class DS, class DV>
 void assemble_factors(LowRankFactors<T>& out, const Eigen::MatrixBase<DU>& u,
-                      const Eigen::MatrixBase<DS>& sigma, const Eigen::MatrixBase<DV>& v, Index rank,
-                      SigmaSplit split) {
+                      const Eigen::MatrixBase<DS>& sigma, const Eigen::MatrixBase<DV>& v,
+                      Index rank, SigmaSplit split) {
   const Vector<T> s = sigma.head(rank).template cast<T>();
   Vector<T> left, right;  // Σ^a, Σ^(1-a)
   switch (split) {

@@ -62,15 +62,15 @@ class RandomizedSvdFactorizer {
     detail::check_factorize_args(kWhere, w, rank);
     const Index m = w.rows();
     const Index n = w.cols();
-    const auto extra = static_cast<Index>(
-        std::ceil(options_.oversampling_ratio * static_cast<double>(rank)));
+    const auto extra =
+        static_cast<Index>(std::ceil(options_.oversampling_ratio * static_cast<double>(rank)));
     const Index k = std::min({rank + std::max(options_.oversampling, extra), m, n});
 
     // Range finder with re-orthonormalized power iterations.
     ColMatrix<T> q = orthonormalize(w * gaussian(n, k));  // (m, k)
     for (Index i = 0; i < options_.power_iterations; ++i) {
       const ColMatrix<T> z = orthonormalize(w.transpose() * q);  // (n, k)
-      q = orthonormalize(w * z);                                  // (m, k)
+      q = orthonormalize(w * z);                                 // (m, k)
     }
 
     const ColMatrix<T> small = q.transpose() * w;  // B̂: (k, n)

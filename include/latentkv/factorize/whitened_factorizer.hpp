@@ -27,8 +27,8 @@ namespace latentkv {
 class GramAccumulator {
  public:
   explicit GramAccumulator(Index dim) : gram_(ColMatrix<double>::Zero(dim, dim)) {
-    if (dim < 1) detail::raise<InvalidArgument>("latentkv::GramAccumulator", "dim = ", dim,
-                                                ", expected >= 1");
+    if (dim < 1)
+      detail::raise<InvalidArgument>("latentkv::GramAccumulator", "dim = ", dim, ", expected >= 1");
   }
 
   /// x: (tokens, d). Adds xᵀx.
@@ -45,9 +45,7 @@ class GramAccumulator {
   }
 
   /// XᵀX: (d, d), symmetric.
-  [[nodiscard]] RowMatrix<double> gram() const {
-    return gram_.selfadjointView<Eigen::Lower>();
-  }
+  [[nodiscard]] RowMatrix<double> gram() const { return gram_.selfadjointView<Eigen::Lower>(); }
   [[nodiscard]] Index tokens() const noexcept { return tokens_; }
   [[nodiscard]] Index dim() const noexcept { return gram_.rows(); }
 
@@ -127,16 +125,15 @@ class WhitenedFactorizer {
     constexpr const char* kWhere = "latentkv::WhitenedFactorizer::factorize";
     detail::check_factorize_args(kWhere, w, rank);
     if (w.rows() != lower_.rows()) {
-      detail::raise<InvalidArgument>(kWhere, "w has ", w.rows(), " rows, expected ",
-                                     lower_.rows(), " (the size of the Gram matrix)");
+      detail::raise<InvalidArgument>(kWhere, "w has ", w.rows(), " rows, expected ", lower_.rows(),
+                                     " (the size of the Gram matrix)");
     }
     const ColMatrix<double> wd = w.template cast<double>();
     const RowMatrix<Scalar> whitened = (lower_.transpose() * wd).template cast<Scalar>();
     LowRankFactors<Scalar> out = inner_.factorize(whitened, rank);
     // A = L⁻ᵀ·A': solve Lᵀ·A = A' (upper triangular).
-    const ColMatrix<double> down =
-        lower_.transpose().template triangularView<Eigen::Upper>().solve(
-            out.down.template cast<double>());
+    const ColMatrix<double> down = lower_.transpose().template triangularView<Eigen::Upper>().solve(
+        out.down.template cast<double>());
     out.down = down.template cast<Scalar>();
     // The error in W's own space is not the whitened one: measure it.
     const double total = wd.squaredNorm();

@@ -1,10 +1,11 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Eigen vocabulary shared by every host-side area. Checkpoints are row-major ([out, in] on disk; the
-// math orientation y = x·W is its transpose, see DESIGN §1), so the default matrix is row-major and
-// non-template boundaries take MatrixCRef<T> = Eigen::Ref<const RowMatrix<T>>: any row-major matrix,
-// block or Eigen::Map over mmapped data binds to it without a copy (inner stride 1, any outer stride).
+// Eigen vocabulary shared by every host-side area. Checkpoints are row-major ([out, in] on disk;
+// the math orientation y = x·W is its transpose, see DESIGN §1), so the default matrix is row-major
+// and non-template boundaries take MatrixCRef<T> = Eigen::Ref<const RowMatrix<T>>: any row-major
+// matrix, block or Eigen::Map over mmapped data binds to it without a copy (inner stride 1, any
+// outer stride).
 #pragma once
 
 #include <Eigen/Core>
@@ -38,7 +39,8 @@ namespace detail {
 
 /// Throws InvalidArgument naming `where` and `what` when `m` is empty.
 template <class Derived>
-void require_nonempty(const Eigen::MatrixBase<Derived>& m, const char* where, std::string_view what) {
+void require_nonempty(const Eigen::MatrixBase<Derived>& m, const char* where,
+                      std::string_view what) {
   if (m.rows() == 0 || m.cols() == 0) {
     raise<InvalidArgument>(where, what, " is empty (", m.rows(), " x ", m.cols(),
                            "), expected at least 1 x 1");

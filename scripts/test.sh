@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The latentkv authors
+# SPDX-License-Identifier: Apache-2.0
+#
+# The README's test command, and what CI runs (.ci/run). On a fresh Debian machine it:
+#   1. installs the Debian packages that are missing (only those),
+#   2. configures and builds everything with -Wall -Wextra -Werror (CUDA sources through nvcc
+#      when nvcc exists; tests that need a GPU skip without one),
+#   3. checks clang-format on every tracked C++/CUDA file,
+#   4. fetches the real model (scripts/fetch-model.sh) for the `model` tests, when that script exists,
+#   5. runs ctest (all labels; set LATENTKV_CTEST_ARGS to filter, e.g. "-L cpu").
+# Environment: LATENTKV_BUILD_DIR (default build/test), LATENTKV_JOBS (default nproc).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(cmake make g++ git python3 python3-pip unzip libeigen3-dev libgtest-dev libgmock-dev
+          libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing missing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# nvcc is usually outside PATH on a fresh machine with the toolkit.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+build_dir=${LATENTKV_BUILD_DIR:-build/test}
+jobs=${LATENTKV_JOBS:-$(nproc)}
+
+echo "== clang-format"
+files=$(git ls-files '*.hpp' '*.cpp' '*.cuh' '*.cu' '*.h' '*.cc' 2>/dev/null || true)
+if [ -n "$files" ]; then
+  # shellcheck disable=SC2086
+  clang-format --dry-run -Werror $files
+fi
+
+echo "== configure ($build_dir)"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_WERROR=ON \
+  -DLATENTKV_BUILD_TESTS=ON -DLATENTKV_BUILD_BENCHMARKS=ON -DLATENTKV_BUILD_EXAMPLES=ON
+
+echo "== build"
+cmake --build "$build_dir" -j"$jobs"
+if command -v nvcc >/dev/null 2>&1; then
+  echo "== nvcc: compiling the CUDA sources"
+  cmake --build "$build_dir" -j"$jobs" --target latentkv_cuda_header_check
+fi
+
+if [ -x scripts/fetch-model.sh ]; then
+  echo "== model"
+  scripts/fetch-model.sh
+fi
+
+echo "== ctest"
+# shellcheck disable=SC2086
+ctest --test-dir "$build_dir" -j"$jobs" --output-on-failure ${LATENTKV_CTEST_ARGS:-}
