@@ -358,9 +358,10 @@ class GgufReader {
         },
         value.storage());
     if (!converted) {
-      detail::raise<FormatError>(kWhere, path().string(), ": metadata key '", key, "' has type ",
-                                 to_string(value.type()), " and value ", describe(value),
-                                 ", expected an integer that fits ", type_name<T>());
+      detail::raise<FormatError>(kWhere, path().string(), ": metadata key ", detail::quoted(key),
+                                 " has type ", to_string(value.type()), " and value ",
+                                 describe(value), ", expected an integer that fits ",
+                                 type_name<T>());
     }
     return *converted;
   }
@@ -370,8 +371,8 @@ class GgufReader {
     const GgufValue& value = require(key, "get_array");
     if (const GgufArray* array = value.array()) return *array;
     detail::raise<FormatError>("latentkv::GgufReader::get_array", path().string(),
-                               ": metadata key '", key, "' has type ", to_string(value.type()),
-                               ", expected array");
+                               ": metadata key ", detail::quoted(key), " has type ",
+                               to_string(value.type()), ", expected array");
   }
 
   /// The elements of array `key` as T (its element type must be exactly T, or string for
@@ -382,7 +383,7 @@ class GgufReader {
     using Stored = std::conditional_t<std::is_same_v<T, std::string>, std::string_view, T>;
     if (array.element_type != kGgufValueTypeOf<Stored>) {
       detail::raise<FormatError>("latentkv::GgufReader::get_array_of", path().string(),
-                                 ": metadata key '", key, "' is an array of ",
+                                 ": metadata key ", detail::quoted(key), " is an array of ",
                                  to_string(array.element_type), ", expected an array of ",
                                  to_string(kGgufValueTypeOf<Stored>));
     }
@@ -407,8 +408,8 @@ class GgufReader {
   [[nodiscard]] const GgufTensorInfo& tensor(std::string_view name) const {
     if (const GgufTensorInfo* info = find_tensor(name)) return *info;
     detail::raise<FormatError>("latentkv::GgufReader::tensor", path().string(),
-                               ": no tensor named '", name, "' (the file has ", tensors_.size(),
-                               " tensors)");
+                               ": no tensor named ", detail::quoted(name), " (the file has ",
+                               tensors_.size(), " tensors)");
   }
 
   /// The tensor's bytes inside the mapping: (size_bytes). `info` must come from this reader.
@@ -457,8 +458,8 @@ class GgufReader {
     require_own(info, kWhere);
     if (first_row < 0 || row_count < 0 || first_row > info.rows() - row_count) {
       detail::raise<InvalidArgument>(kWhere, "rows [", first_row, ", ", first_row, " + ", row_count,
-                                     ") of tensor '", info.name, "', expected within [0, ",
-                                     info.rows(), ")");
+                                     ") of tensor ", detail::quoted(info.name),
+                                     ", expected within [0, ", info.rows(), ")");
     }
     const RowKernel kernel = row_kernel(info.type);
     if (kernel == nullptr) {
@@ -471,6 +472,7 @@ class GgufReader {
     const auto row_bytes =
         static_cast<std::size_t>(info.cols() / traits.block_size * traits.block_bytes);
     RowMatrix<float> out(row_count, info.cols());
+    if (out.size() == 0) return out;  // a zero dim: there may be many empty rows, nothing to read
     const std::byte* src = raw(info).data() + static_cast<std::size_t>(first_row) * row_bytes;
     for (Index r = 0; r < row_count; ++r) {
       kernel(src + static_cast<std::size_t>(r) * row_bytes, out.row(r).data(), info.cols());
@@ -540,7 +542,7 @@ class GgufReader {
   const GgufValue& require(std::string_view key, const char* function) const {
     if (const GgufValue* value = find(key)) return *value;
     detail::raise<FormatError>(detail::concat("latentkv::GgufReader::", function).c_str(),
-                               path().string(), ": missing metadata key '", key, "'");
+                               path().string(), ": missing metadata key ", detail::quoted(key));
   }
 
   template <class T>
@@ -548,24 +550,25 @@ class GgufReader {
     using Stored = std::conditional_t<std::is_same_v<T, std::string>, std::string_view, T>;
     if (const Stored* v = value.get_if<Stored>()) return T(*v);
     detail::raise<FormatError>(detail::concat("latentkv::GgufReader::", function).c_str(),
-                               path().string(), ": metadata key '", key, "' has type ",
-                               to_string(value.type()), ", expected ", type_name<T>());
+                               path().string(), ": metadata key ", detail::quoted(key),
+                               " has type ", to_string(value.type()), ", expected ",
+                               type_name<T>());
   }
 
   void require_own(const GgufTensorInfo& info, const char* where) const {
     const std::less<const GgufTensorInfo*> before;
     if (tensors_.empty() || before(&info, tensors_.data()) ||
         !before(&info, tensors_.data() + tensors_.size())) {
-      detail::raise<InvalidArgument>(where, "tensor info '", info.name, "' does not belong to ",
-                                     path().string());
+      detail::raise<InvalidArgument>(where, "tensor info ", detail::quoted(info.name),
+                                     " does not belong to ", path().string());
     }
   }
 
   template <class... Parts>
   [[noreturn]] void fail_tensor(const char* where, const GgufTensorInfo& info,
                                 const Parts&... parts) const {
-    detail::raise<FormatError>(where, path().string(), ": tensor '", info.name, "' ", parts...,
-                               " (data at byte offset ", info.file_offset, ")");
+    detail::raise<FormatError>(where, path().string(), ": tensor ", detail::quoted(info.name), " ",
+                               parts..., " (data at byte offset ", info.file_offset, ")");
   }
 
   // -- parsing
@@ -625,7 +628,7 @@ class GgufReader {
       GgufValue value = read_value(cursor, type, type_at, key, 0);
       const auto [it, inserted] = metadata_index_.emplace(key, metadata_.size());
       if (!inserted) {
-        cursor.fail(at, "duplicate metadata key '", key, "' (first at byte offset ",
+        cursor.fail(at, "duplicate metadata key ", detail::quoted(key), " (first at byte offset ",
                     metadata_[it->second].file_offset, ")");
       }
       metadata_.push_back({key, std::move(value), at});
@@ -660,8 +663,8 @@ class GgufReader {
         const std::uint64_t at = cursor.position();
         const auto byte = cursor.read<std::uint8_t>(field);
         if (byte > 1) {
-          cursor.fail(at, "bool value of metadata key '", key, "' is ", static_cast<int>(byte),
-                      ", expected 0 or 1");
+          cursor.fail(at, "bool value of metadata key ", detail::quoted(key), " is ",
+                      static_cast<int>(byte), ", expected 0 or 1");
         }
         return GgufValue(byte == 1);
       }
@@ -670,15 +673,15 @@ class GgufReader {
       case GgufValueType::kArray:
         return GgufValue(read_array(cursor, key, depth));
     }
-    cursor.fail(type_at, "metadata key '", key, "' has unknown value type ", type,
+    cursor.fail(type_at, "metadata key ", detail::quoted(key), " has unknown value type ", type,
                 ", expected 0..12");
   }
 
   GgufArray read_array(detail::GgufCursor& cursor, std::string_view key, int depth) {
     const std::uint64_t at = cursor.position();
     if (depth >= kMaxArrayDepth) {
-      cursor.fail(at, "metadata key '", key, "' nests arrays deeper than ", kMaxArrayDepth,
-                  " levels");
+      cursor.fail(at, "metadata key ", detail::quoted(key), " nests arrays deeper than ",
+                  kMaxArrayDepth, " levels");
     }
     const auto element_type = cursor.read<std::uint32_t>({"array element type", {}, key});
     const std::uint64_t count_at = cursor.position();
@@ -709,11 +712,11 @@ class GgufReader {
         min_bytes = 12;
         break;
       default:
-        cursor.fail(at, "array of metadata key '", key, "' has unknown element type ", element_type,
-                    ", expected 0..12");
+        cursor.fail(at, "array of metadata key ", detail::quoted(key), " has unknown element type ",
+                    element_type, ", expected 0..12");
     }
     if (count > cursor.remaining() / min_bytes) {
-      cursor.fail(count_at, "array length ", count, " of metadata key '", key, "' (",
+      cursor.fail(count_at, "array length ", count, " of metadata key ", detail::quoted(key), " (",
                   to_string(static_cast<GgufValueType>(element_type)),
                   " elements) runs past the end of the file: ", cursor.remaining(),
                   " bytes remain (file is ", cursor.size(), " bytes)");
@@ -753,22 +756,26 @@ class GgufReader {
       const std::uint64_t n_dims_at = cursor.position();
       info.n_dims = cursor.read<std::uint32_t>(n_dims_field);
       if (info.n_dims > kMaxDims) {
-        cursor.fail(n_dims_at, "tensor '", info.name, "' has n_dims = ", info.n_dims,
+        cursor.fail(n_dims_at, "tensor ", detail::quoted(info.name), " has n_dims = ", info.n_dims,
                     ", expected at most ", kMaxDims);
       }
-      std::uint64_t elements = 1;  // kept ≤ INT64_MAX
+      // Both the element count and the product of the non-zero dims (which bounds rows()) must fit
+      // in int64: a zero dim must not hide an overflow of the others.
+      std::uint64_t elements = 1;
+      std::uint64_t bound = 1;
       for (std::uint32_t d = 0; d < info.n_dims; ++d) {
         const std::uint64_t dim_at = cursor.position();
         const auto dim = cursor.read<std::uint64_t>({"dimension", info.name});
         constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
         if (dim > kMax) {
-          cursor.fail(dim_at, "tensor '", info.name, "' has ne[", d, "] = ", dim,
+          cursor.fail(dim_at, "tensor ", detail::quoted(info.name), " has ne[", d, "] = ", dim,
                       ", expected at most 2^63 - 1");
         }
-        if (dim != 0 && elements > kMax / dim) {
-          cursor.fail(dim_at, "tensor '", info.name, "' has ne[", d, "] = ", dim,
+        if (dim != 0 && bound > kMax / dim) {
+          cursor.fail(dim_at, "tensor ", detail::quoted(info.name), " has ne[", d, "] = ", dim,
                       ": the element count overflows 64 bits");
         }
+        bound *= std::max<std::uint64_t>(dim, 1);
         elements *= dim;
         info.ne[d] = static_cast<std::int64_t>(dim);
       }
@@ -776,29 +783,30 @@ class GgufReader {
       const auto type = cursor.read<std::uint32_t>({"ggml type", info.name});
       const GgmlTypeTraits* traits = find_ggml_type(type);
       if (traits == nullptr) {
-        cursor.fail(type_at, "tensor '", info.name, "' has unknown ggml type ", type);
+        cursor.fail(type_at, "tensor ", detail::quoted(info.name), " has unknown ggml type ", type);
       }
       info.type = traits->type;
       if (info.ne[0] % traits->block_size != 0) {
-        cursor.fail(type_at, "tensor '", info.name, "' has ne[0] = ", info.ne[0],
+        cursor.fail(type_at, "tensor ", detail::quoted(info.name), " has ne[0] = ", info.ne[0],
                     ", not a multiple of the ", traits->name, " block size ", traits->block_size);
       }
       // elements / block_size · block_bytes ≤ 2^63 · 292 / 256 could exceed 2^64: check.
       const std::uint64_t blocks = elements / traits->block_size;
       if (blocks > std::numeric_limits<std::uint64_t>::max() / traits->block_bytes) {
-        cursor.fail(type_at, "tensor '", info.name, "' has a byte size that overflows 64 bits");
+        cursor.fail(type_at, "tensor ", detail::quoted(info.name),
+                    " has a byte size that overflows 64 bits");
       }
       info.size_bytes = blocks * traits->block_bytes;
       const std::uint64_t offset_at = cursor.position();
       info.offset = cursor.read<std::uint64_t>({"data offset", info.name});
       const auto [it, inserted] = tensor_index_.emplace(info.name, tensors_.size());
       if (!inserted) {
-        cursor.fail(info.info_offset, "duplicate tensor name '", info.name,
-                    "' (first at byte offset ", tensors_[it->second].info_offset, ")");
+        cursor.fail(info.info_offset, "duplicate tensor name ", detail::quoted(info.name),
+                    " (first at byte offset ", tensors_[it->second].info_offset, ")");
       }
       if (info.offset % alignment_ != 0) {
-        cursor.fail(offset_at, "tensor '", info.name, "' has data offset ", info.offset,
-                    ", not a multiple of the alignment ", alignment_);
+        cursor.fail(offset_at, "tensor ", detail::quoted(info.name), " has data offset ",
+                    info.offset, ", not a multiple of the alignment ", alignment_);
       }
       tensors_.push_back(info);
     }
@@ -814,8 +822,9 @@ class GgufReader {
     const std::uint64_t capacity = size - data_offset_;
     for (GgufTensorInfo& info : tensors_) {
       if (info.offset > capacity || info.size_bytes > capacity - info.offset) {
-        cursor.fail(data_offset_ + std::min(info.offset, capacity), "tensor '", info.name,
-                    "' data [", info.offset, ", ", info.offset, " + ", info.size_bytes,
+        // Reported at the tensor info: the data's own offset may not even be representable.
+        cursor.fail(info.info_offset, "tensor ", detail::quoted(info.name), " data [", info.offset,
+                    ", ", info.offset, " + ", info.size_bytes,
                     ") relative to the data section at byte offset ", data_offset_,
                     " runs past the end of the file (", size, " bytes)");
       }
@@ -830,9 +839,10 @@ class GgufReader {
       const GgufTensorInfo& prev = tensors_[order[k - 1]];
       const GgufTensorInfo& next = tensors_[order[k]];
       if (prev.offset + prev.size_bytes > next.offset) {
-        cursor.fail(next.file_offset, "tensor '", next.name, "' data [", next.file_offset, ", ",
-                    next.file_offset + next.size_bytes, ") overlaps tensor '", prev.name,
-                    "' data [", prev.file_offset, ", ", prev.file_offset + prev.size_bytes, ")");
+        cursor.fail(next.file_offset, "tensor ", detail::quoted(next.name), " data [",
+                    next.file_offset, ", ", next.file_offset + next.size_bytes,
+                    ") overlaps tensor ", detail::quoted(prev.name), " data [", prev.file_offset,
+                    ", ", prev.file_offset + prev.size_bytes, ")");
       }
     }
   }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,6 +25,30 @@ static_assert(
     std::endian::native == std::endian::little,
     "latentkv's GGUF reader assumes a little-endian host (GGUF v2/v3 files are little-endian)");
 
+/// Streams a name read from a file as 'text' for an error message: control bytes, quotes and
+/// backslashes escaped (a NUL must not cut the message short), at most kMaxBytes shown.
+struct Quoted {
+  static constexpr std::size_t kMaxBytes = 96;
+  std::string_view text;
+
+  friend std::ostream& operator<<(std::ostream& out, const Quoted& q) {
+    constexpr char kHex[] = "0123456789abcdef";
+    out << '\'';
+    for (const char c : q.text.substr(0, kMaxBytes)) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (byte < 0x20 || byte == 0x7f || c == '\\' || c == '\'') {
+        out << '\\' << 'x' << kHex[byte >> 4] << kHex[byte & 0xf];
+      } else {
+        out << c;
+      }
+    }
+    if (q.text.size() > kMaxBytes) out << "...";
+    return out << '\'';
+  }
+};
+
+[[nodiscard]] inline Quoted quoted(std::string_view text) noexcept { return {text}; }
+
 /// Where a field lives, for error messages: "tensor 'blk.0.attn_k.weight': dims[1]".
 struct GgufField {
   std::string_view what;         // "tensor count", "string length", ...
@@ -33,9 +58,9 @@ struct GgufField {
 
 inline std::string describe(const GgufField& field) {
   std::string out;
-  if (!field.tensor.empty()) out += concat("tensor '", field.tensor, "': ");
+  if (!field.tensor.empty()) out += concat("tensor ", quoted(field.tensor), ": ");
   out += field.what;
-  if (!field.key.empty()) out += concat(" of metadata key '", field.key, "'");
+  if (!field.key.empty()) out += concat(" of metadata key ", quoted(field.key));
   return out;
 }
 
