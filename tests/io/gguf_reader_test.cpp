@@ -82,7 +82,7 @@ GgufBuilder small_file() {
   b.add_tensor("b", {32}, kTypeQ8_0, q8.bytes());
   testing::ByteBuffer q41;
   std::uint8_t u[32];
-  for (int j = 0; j < 32; ++j) u[j] = static_cast<std::uint8_t>(j % 16);
+  for (int j = 0; j < 32; ++j) u[j] = static_cast<std::uint8_t>((j * 5 + j / 16) % 16);
   testing::put_q4_1_block(q41, 0.25f, -1.0f, u);
   testing::put_q4_1_block(q41, 0.5f, 2.0f, u);
   b.add_tensor("c", {64, 1}, kTypeQ4_1, q41.bytes());
@@ -245,7 +245,7 @@ TEST(GgufReader, DequantizesQ4_0Q4_1AndQ8_0BlocksElementByElement) {
     std::uint8_t u[32];
     std::int8_t s[32];
     for (int j = 0; j < 32; ++j) {
-      u[j] = static_cast<std::uint8_t>((j * 7 + k) % 16);
+      u[j] = static_cast<std::uint8_t>((j * 7 + k + (j >= 16 ? 3 : 0)) % 16);  // j, j+16 differ
       s[j] = static_cast<std::int8_t>((j * 37 + k * 11) % 256 - 128);
     }
     const float d40 = 0.25f * static_cast<float>(k + 1);
