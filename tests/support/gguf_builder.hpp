@@ -104,6 +104,7 @@ inline MetaValue meta(std::string_view s) {
   return {kString, std::move(b.bytes())};
 }
 inline MetaValue meta(const char* s) { return meta(std::string_view(s)); }
+inline MetaValue meta(const std::string& s) { return meta(std::string_view(s)); }
 
 /// An array of `element_type` whose elements are already encoded (arrays of arrays nest: an element
 /// array is written as its payload, the outer array having declared the element type).
