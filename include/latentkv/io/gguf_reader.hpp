@@ -80,8 +80,9 @@ struct GgufArray {
   GgufValueType element_type = GgufValueType::kUint8;
   std::vector<GgufValue> elements;
 
-  [[nodiscard]] std::size_t size() const noexcept { return elements.size(); }
-  [[nodiscard]] bool empty() const noexcept { return elements.empty(); }
+  // Defined after GgufValue: the element type must be complete to measure the vector.
+  [[nodiscard]] std::size_t size() const noexcept;
+  [[nodiscard]] bool empty() const noexcept;
 };
 
 /// One metadata value. The variant's alternative index equals the GgufValueType code, so type() is
@@ -124,6 +125,9 @@ class GgufValue {
  private:
   Storage storage_;
 };
+
+inline std::size_t GgufArray::size() const noexcept { return elements.size(); }
+inline bool GgufArray::empty() const noexcept { return elements.empty(); }
 
 namespace detail {
 
