@@ -2,8 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // 16-bit floating-point formats as raw bit patterns (std-only; shared by host and device code).
-//   fp16 (IEEE binary16): s·eeeee·mmmmmmmmmm,  bias 15,  max 65504, min normal 2^-14, min subnormal
-//   2^-24 bf16 (bfloat16):      s·eeeeeeee·mmmmmmm,  bias 127, the top 16 bits of an fp32
+//   fp16 (IEEE binary16): s·eeeee·mmmmmmmmmm, bias 15, max 65504, min normal 2^-14, min sub 2^-24
+//   bf16 (bfloat16):      s·eeeeeeee·mmmmmmm,  bias 127, the top 16 bits of an fp32
 // Narrowing rounds to nearest, ties to even; overflow gives ±inf; subnormals are exact both ways;
 // NaN stays NaN (made quiet, sign and top payload bits kept). Integer-only arithmetic: the result
 // does not depend on the floating-point environment (rounding mode, flush-to-zero, -ffast-math).

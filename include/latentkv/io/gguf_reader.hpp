@@ -45,8 +45,7 @@
 
 namespace latentkv {
 
-// ---- metadata value types
-// ------------------------------------------------------------------------
+// ---- metadata value types -----------------------------------------------------------------------
 
 /// GGUF metadata value types; the enumerator values are the on-disk codes.
 enum class GgufValueType : std::uint32_t {
@@ -162,8 +161,7 @@ struct GgufKeyValue {
   std::uint64_t file_offset = 0;  // where the entry (its key string) starts
 };
 
-// ---- tensor types
-// ---------------------------------------------------------------------------------
+// ---- tensor types -------------------------------------------------------------------------------
 
 /// ggml tensor types; the enumerator values are the on-disk codes (ggml.h). Spelled as in ggml
 /// (after the k) so they can be grepped across both code bases.
@@ -290,8 +288,7 @@ struct GgufTensorInfo {
   [[nodiscard]] Index cols() const noexcept { return ne[0]; }
 };
 
-// ---- the reader
-// -----------------------------------------------------------------------------------
+// ---- the reader ---------------------------------------------------------------------------------
 
 class GgufReader {
  public:
@@ -315,8 +312,7 @@ class GgufReader {
   [[nodiscard]] std::uint64_t data_offset() const noexcept { return data_offset_; }
   [[nodiscard]] std::uint64_t file_size() const noexcept { return file_.size(); }
 
-  // -- metadata
-  // ---------------------------------------------------------------------------------------
+  // -- metadata -----------------------------------------------------------------------------------
 
   /// Every metadata entry, in file order.
   [[nodiscard]] std::span<const GgufKeyValue> metadata() const noexcept { return metadata_; }
@@ -348,8 +344,8 @@ class GgufReader {
   /// An integer-valued key of any integer type, converted to T when it fits (FormatError
   /// otherwise).
   template <class T>
-  requires std::is_integral_v<T> &&(!std::is_same_v<T, bool>) [[nodiscard]] T
-      get_integer(std::string_view key) const {
+  [[nodiscard]] T get_integer(std::string_view key) const {
+    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "T must be an integer type");
     constexpr const char* kWhere = "latentkv::GgufReader::get_integer";
     const GgufValue& value = require(key, "get_integer");
     const auto converted = std::visit(
@@ -397,8 +393,7 @@ class GgufReader {
     return out;
   }
 
-  // -- tensors
-  // ----------------------------------------------------------------------------------------
+  // -- tensors ------------------------------------------------------------------------------------
 
   /// Every tensor info, in file order.
   [[nodiscard]] std::span<const GgufTensorInfo> tensors() const noexcept { return tensors_; }
@@ -575,8 +570,7 @@ class GgufReader {
                                parts..., " (data at byte offset ", info.file_offset, ")");
   }
 
-  // -- parsing
-  // ----------------------------------------------------------------------------------------
+  // -- parsing ------------------------------------------------------------------------------------
 
   void parse() {
     detail::GgufCursor cursor(file_.bytes(), file_.path(), "latentkv::GgufReader::open");

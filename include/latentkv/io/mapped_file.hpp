@@ -3,8 +3,7 @@
 //
 // Read-only memory map of a whole file (POSIX mmap), owned RAII-style; move-only.
 //   bytes(): (size) bytes, valid until the MappedFile is destroyed or moved from. The mapping
-//   address never changes when the MappedFile is moved, so views into it survive a move of their
-//   owner.
+//   address does not change when the MappedFile is moved: views survive a move of their owner.
 // An empty file maps to an empty span (mmap rejects length 0). Failures throw latentkv::Error
 // naming the file and the failing call with strerror(errno). Like every mmap, a file truncated by
 // another process while mapped raises SIGBUS on access to the lost pages: map files that are not

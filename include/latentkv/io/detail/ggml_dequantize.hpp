@@ -1,15 +1,15 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Not API. Row kernels turning ggml block formats into float (the layouts of ggml-common.h, the
-// values of ggml-quants.c dequantize_row_*). n elements from `src` (n a multiple of the block size;
-// the caller checked the byte count) into dst[0, n). Blocks of 32 elements, QK = 32, little-endian
-// fields:
-//   Q4_0: fp16 d, u8 qs[16]            x[j] = d·((qs[j] & 15) − 8),  x[j+16] = d·((qs[j] >> 4) − 8)
-//   Q4_1: fp16 d, fp16 m, u8 qs[16]    x[j] = d·(qs[j] & 15) + m,    x[j+16] = d·(qs[j] >> 4) + m
-//   Q5_0: fp16 d, u32 qh, u8 qs[16]    5th bit of element j (and j+16) is bit j (and j+16) of qh; −
-//   16 Q5_1: fp16 d, fp16 m, u32 qh, u8 qs[16]   like Q5_0 without the offset, + m Q8_0: fp16 d, i8
-//   qs[32]            x[j] = d·qs[j]
+// Not API. Row kernels turning ggml block formats into float (layouts of ggml-common.h, values of
+// ggml-quants.c dequantize_row_*): n elements from `src` into dst[0, n), n a multiple of the block
+// size (the caller checked the byte count). Blocks of QK = 32 elements, little-endian fields;
+// within a block, element j < 16 is the low nibble of qs[j] and element j + 16 its high nibble:
+//   Q4_0: fp16 d, u8 qs[16]                  x = d·(q − 8)
+//   Q4_1: fp16 d, fp16 m, u8 qs[16]          x = d·q + m
+//   Q5_0: fp16 d, u32 qh, u8 qs[16]          x = d·(q − 16), bit 4 of q_j is bit j of qh
+//   Q5_1: fp16 d, fp16 m, u32 qh, u8 qs[16]  x = d·q + m,    bit 4 of q_j is bit j of qh
+//   Q8_0: fp16 d, i8 qs[32]                  x = d·q
 // The element loops are fixed-trip and branch-free so the compiler vectorizes them.
 #pragma once
 
