@@ -16,7 +16,8 @@
 // alignment and data region against the file size, duplicates, overlaps — so that later accesses
 // cannot fail or read out of bounds. Every FormatError names the file, the tensor (when there is
 // one) and the byte offset. Strings, metadata views and raw tensor data point into the mapping
-// (zero-copy) and stay valid as long as the GgufReader lives, including after it is moved.
+// (zero-copy) and stay valid as long as the GgufReader lives, including after it is moved. A
+// GgufReader is immutable after open(): its const member functions may be called concurrently.
 #pragma once
 
 #include <algorithm>
