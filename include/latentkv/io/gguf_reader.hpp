@@ -13,8 +13,8 @@
 // row-major matrix (out, in) = (rows, cols); in general rows = ne[1]·ne[2]·ne[3] and cols = ne[0].
 //
 // open() validates the whole file up front — every length, count, type, dimension, offset,
-// alignment and data region against the file size, duplicates, overlaps — so that later accesses
-// cannot fail or read out of bounds. Every FormatError names the file, the tensor (when there is
+// alignment and data region against the file size, duplicates, overlaps — so that no later access
+// can read out of bounds. Every FormatError names the file, the tensor (when there is
 // one) and the byte offset. Strings, metadata views and raw tensor data point into the mapping
 // (zero-copy) and stay valid as long as the GgufReader lives, including after it is moved. A
 // GgufReader is immutable after open(): its const member functions may be called concurrently.
