@@ -7,6 +7,7 @@
 
 #include "latentkv/core/config.hpp"
 #include "latentkv/core/error.hpp"
+#include "latentkv/core/half.hpp"
 #include "latentkv/factorize/exact_svd_factorizer.hpp"
 #include "latentkv/factorize/factorize_batch.hpp"
 #include "latentkv/factorize/factorizer.hpp"
@@ -15,4 +16,7 @@
 #include "latentkv/factorize/low_rank_factors.hpp"
 #include "latentkv/factorize/randomized_svd_factorizer.hpp"
 #include "latentkv/factorize/whitened_factorizer.hpp"
+#include "latentkv/io/gguf_reader.hpp"
+#include "latentkv/io/mapped_file.hpp"
 #include "latentkv/linalg/matrix.hpp"
+#include "latentkv/model/model_config.hpp"
