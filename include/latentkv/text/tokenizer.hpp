@@ -11,13 +11,15 @@
 //               merges (n_merges): "left right" strings, rank = index (0 merges first)
 // No BOS/EOS is added and special tokens written in the text ("<|im_end|>") are not recognised:
 // they are tokenized as plain text (DESIGN §10).
+//
 // Ill-formed UTF-8 is handled as llama.cpp does (text/detail/utf8.hpp): each bad byte becomes
 // U+FFFD (which is then tokenized), overlong forms are decoded (C0 80 → U+0000). Bytes whose
-// byte-level symbol is not a token (SmolLM2 lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1
-// and some of 0xF1..0xFF) are dropped, as llama.cpp drops them. So decode(encode(s)) == s for
-// well-formed UTF-8 that avoids those bytes. Unicode classes come from ICU: a target that includes
-// this header links ICU::uc (the latentkv::latentkv target does not). encode() and decode() are
-// const and thread-safe.
+// byte-level symbol is not a token are dropped, as llama.cpp drops them (SmolLM2 lacks 0x04 0x06
+// 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2 0xF5..0xFF). So decode(encode(s)) == s for well-formed
+// UTF-8 without those bytes.
+//
+// Unicode classes come from ICU: a target that includes this header links ICU::uc (the
+// latentkv::latentkv target does not). encode() and decode() are const and thread-safe.
 #pragma once
 
 #include <algorithm>
