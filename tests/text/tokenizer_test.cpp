@@ -967,8 +967,11 @@ TEST_F(SmolLm2Tokenizer, RoundTripsWellFormedText) {
   int checked = 0;
   for (const nlohmann::json& c : fixture["cases"]) {
     const std::string name = c["name"].get<std::string>();
-    if (name.starts_with("invalid_") || name == "bytes_without_token") continue;
     const std::string text = hex_to_bytes(c["utf8_hex"].get<std::string>());
+    const bool lacks_a_token = std::any_of(text.begin(), text.end(), [](char b) {
+      return !tokenizer().find_token(spell(std::string(1, b)));
+    });
+    if (name.starts_with("invalid_") || lacks_a_token) continue;
     EXPECT_EQ(tokenizer().decode(tokenizer().encode(text)), text) << "case " << name;
     ++checked;
   }
