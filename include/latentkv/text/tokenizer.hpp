@@ -183,7 +183,9 @@ class BpeTokenizer {
   }
 
   /// Token ids of `utf8` (any bytes; see the header comment for ill-formed UTF-8): (n_tokens).
-  /// No BOS, no special-token parsing.
+  /// No BOS, no special-token parsing. Each distinct piece is merged once per call (a cache keyed
+  /// by its bytes); WikiText-2's test file (1.3 MB) takes about 0.1 s. Throws InvalidArgument only
+  /// for a single piece longer than 2^31 - 1 bytes.
   [[nodiscard]] std::vector<std::int32_t> encode(std::string_view utf8) const {
     const detail::DecodedText text = detail::decode_text(utf8);
     const std::vector<std::size_t> ends =
@@ -469,6 +471,11 @@ class BpeTokenizer {
   /// BPE on one piece (its bytes), appending its token ids to `out`. Same order as llama.cpp's
   /// llm_tokenizer_bpe_session: the queued merge of lowest rank first, ties to the leftmost pair.
   void bpe(std::string_view piece, Scratch& s, std::vector<std::int32_t>& out) const {
+    if (piece.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+      detail::raise<InvalidArgument>("latentkv::BpeTokenizer::encode", "a piece of ", piece.size(),
+                                     " bytes (one word or white-space run) is longer than the "
+                                     "2^31 - 1 bytes BPE indexes");
+    }
     const auto n = static_cast<std::int32_t>(piece.size());
     s.symbols.clear();
     s.queue.clear();
