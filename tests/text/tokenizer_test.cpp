@@ -952,7 +952,7 @@ TEST_F(SmolLm2Tokenizer, LacksTheSymbolsOfTwentyOneBytes) {
 TEST_F(SmolLm2Tokenizer, MatchesLlamaCppOnTheFixtureCases) {
   ASSERT_TRUE(std::filesystem::exists(kFixture)) << kFixture;
   const nlohmann::json fixture = read_json(kFixture);
-  ASSERT_GE(fixture["cases"].size(), 60u);
+  ASSERT_GE(fixture["cases"].size(), 360u);
   for (const nlohmann::json& c : fixture["cases"]) {
     const std::string text = hex_to_bytes(c["utf8_hex"].get<std::string>());
     const Ids ids = tokenizer().encode(text);
@@ -971,11 +971,11 @@ TEST_F(SmolLm2Tokenizer, RoundTripsWellFormedText) {
     const bool lacks_a_token = std::any_of(text.begin(), text.end(), [](char b) {
       return !tokenizer().find_token(spell(std::string(1, b)));
     });
-    if (name.starts_with("invalid_") || lacks_a_token) continue;
+    if (!c["well_formed"].get<bool>() || lacks_a_token) continue;
     EXPECT_EQ(tokenizer().decode(tokenizer().encode(text)), text) << "case " << name;
     ++checked;
   }
-  EXPECT_GE(checked, 50);
+  EXPECT_GE(checked, 150);  // 187 of the 368 cases qualify
 }
 
 TEST_F(SmolLm2Tokenizer, MatchesTheReferenceFixtures) {

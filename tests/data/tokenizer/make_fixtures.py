@@ -11,8 +11,9 @@ Needs llama-cpp-python (which bundles llama.cpp) and the real model, SmolLM2-135
 
 Writes tests/data/tokenizer/llama_cpp_tokens.json:
   provenance   llama-cpp-python version, model and text file sizes and sha256, the exact call
-  cases        [{name, utf8_hex, ids}]: llama.cpp's ids for each input below, the input given as
-               the hex of its bytes (some inputs are deliberately ill-formed UTF-8)
+  cases        [{name, utf8_hex, well_formed, ids}]: llama.cpp's ids for each input below (CASES, then 300
+               seeded random texts and byte strings), the input given as the hex of its bytes
+               (some inputs are deliberately ill-formed UTF-8: well_formed = false)
   wikitext2    the whole WikiText-2 raw test file (read as bytes, CRLF kept, one string): n_tokens,
                ids_sha256 (sha256 of the ids as little-endian uint32, no separators) and the first
                2048 ids (to locate a first difference)
@@ -29,6 +30,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import random
 import struct
 import sys
 import textwrap
@@ -143,6 +145,28 @@ CASES: list[tuple[str, str | bytes]] = [
 ]
 
 
+def random_cases(seed: int = 20261124) -> list[tuple[str, str | bytes]]:
+    """Random texts over code points that exercise every pre-tokenizer branch, and random byte
+    strings (ill-formed UTF-8 included; lead bytes F4..F7 left out, since llama.cpp aborts on forms
+    above U+10FFFF)."""
+    rng = random.Random(seed)
+    alphabet = list("aZstrelvdmS'   \t\n\r\v19.,!-_<|>") + [
+        "\u00a0", "\u3000", "\u0085", "\u2028", "\u001c", "\u200b", "\u00e9", "\u0416",
+        "\u6771", "\u0301", "\u0939", "\u093f", "\u0663", "\u00b2", "\u216b", "\u2019",
+        "\u00a9", "\U0001F680", "\U0001F3FD", "\ufffd", "\u01c5", "\u0e2a", "\uac00",
+        "\u0004", "\u0000", "\u00ff", "\u00c0",
+    ]
+    byte_values = [b for b in range(256) if not 0xF4 <= b <= 0xF7]
+    cases: list[tuple[str, str | bytes]] = []
+    for i in range(200):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        cases.append((f"random_text_{i:03d}", text))
+    for i in range(100):
+        data = bytes(rng.choice(byte_values) for _ in range(rng.randint(1, 40)))
+        cases.append((f"random_bytes_{i:03d}", data))
+    return cases
+
+
 def log(msg: str) -> None:
     print(f"[tokenizer fixtures] {msg}", flush=True)
 
@@ -189,7 +213,8 @@ def main() -> int:
     if not args.text.is_file():
         sys.exit(f"error: text not found: {args.text} (pass --text)")
 
-    names = [name for name, _ in CASES]
+    all_cases = CASES + random_cases()
+    names = [name for name, _ in all_cases]
     assert len(names) == len(set(names)), "case names must be unique"
 
     log(f"loading the vocabulary of {args.model}")
@@ -199,11 +224,17 @@ def main() -> int:
         return [int(i) for i in llm.tokenize(data, add_bos=False, special=False)]
 
     cases = []
-    for name, value in CASES:
+    for name, value in all_cases:
         data = value if isinstance(value, bytes) else value.encode("utf-8")
         ids = tokenize(data)
-        cases.append({"name": name, "utf8_hex": data.hex(), "ids": ids})
-        log(f"{name}: {len(data)} bytes -> {len(ids)} tokens")
+        try:
+            data.decode("utf-8")  # strict: no overlong forms, surrogates or stray bytes
+            well_formed = True
+        except UnicodeDecodeError:
+            well_formed = False
+        cases.append({"name": name, "utf8_hex": data.hex(), "well_formed": well_formed, "ids": ids})
+        if not name.startswith("random_"):
+            log(f"{name}: {len(data)} bytes -> {len(ids)} tokens")
 
     text = args.text.read_bytes()
     wt_ids = tokenize(text)
