@@ -505,6 +505,21 @@ TEST(BpeTokenizer, EncodesIllFormedUtf8AsLlamaCpp) {
   EXPECT_EQ(tokenizer.encode("\xed\xa0\x80"), byte_ids("\xed\xa0\x80"));
 }
 
+TEST(BpeTokenizer, EncodesAnyBytes) {
+  // Whatever the bytes, decode(encode(s)) is s after llama.cpp's U+FFFD replacements, which is what
+  // the pre-tokenizer's pieces spell.
+  const BpeTokenizer tokenizer(tiny_vocabulary({{"\xef\xbf", "\xbd"}, {"a", "b"}}));
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255), length(0, 24);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string bytes;
+    for (int i = length(rng); i > 0; --i) bytes.push_back(static_cast<char>(byte(rng)));
+    const std::string replaced = join(smollm(bytes));
+    ASSERT_EQ(tokenizer.decode(tokenizer.encode(bytes)), replaced)
+        << ::testing::PrintToString(bytes);
+  }
+}
+
 TEST(BpeTokenizer, DropsBytesWithoutAToken) {
   BpeVocabulary v = tiny_vocabulary({{"a", "b"}});
   v.tokens[0x04] = "<unused 04>";  // byte 0x04's symbol (U+0104) is no longer a token
