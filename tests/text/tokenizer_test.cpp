@@ -508,7 +508,8 @@ TEST(BpeTokenizer, EncodesIllFormedUtf8AsLlamaCpp) {
 TEST(BpeTokenizer, EncodesAnyBytes) {
   // Whatever the bytes, decode(encode(s)) is s after llama.cpp's U+FFFD replacements, which is what
   // the pre-tokenizer's pieces spell.
-  const BpeTokenizer tokenizer(tiny_vocabulary({{"\xef\xbf", "\xbd"}, {"a", "b"}}));
+  const BpeTokenizer tokenizer(
+      tiny_vocabulary({{"\xef", "\xbf"}, {"\xef\xbf", "\xbd"}, {"a", "b"}}));
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> byte(0, 255), length(0, 24);
   for (int trial = 0; trial < 2000; ++trial) {
