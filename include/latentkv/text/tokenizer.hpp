@@ -160,14 +160,9 @@ class BpeTokenizer {
     vocabulary.tokens = gguf.get_array_of<std::string>("tokenizer.ggml.tokens");
     vocabulary.merges = gguf.get_array_of<std::string>("tokenizer.ggml.merges");
     if (gguf.contains(kTypesKey)) {
-      const std::vector<std::int32_t> codes = gguf.get_array_of<std::int32_t>(kTypesKey);
-      vocabulary.token_types.reserve(codes.size());
-      for (std::size_t i = 0; i < codes.size(); ++i) {
-        if (codes[i] < 0 || codes[i] > static_cast<std::int32_t>(TokenType::kByte)) {
-          detail::raise<FormatError>(kWhere, path, ": metadata key ", detail::quoted(kTypesKey),
-                                     "[", i, "] = ", codes[i], ", expected a token type 0..6");
-        }
-        vocabulary.token_types.push_back(static_cast<TokenType>(codes[i]));
+      // any int32 is a TokenType value; the constructor rejects codes outside 0..6
+      for (const std::int32_t code : gguf.get_array_of<std::int32_t>(kTypesKey)) {
+        vocabulary.token_types.push_back(static_cast<TokenType>(code));
       }
     }
     if (gguf.contains(kBosKey)) vocabulary.bos_id = gguf.get_integer<std::int32_t>(kBosKey);
