@@ -340,7 +340,7 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(
-            str(model.parent), gguf_file=model.name, torch_dtype=torch.float32
+            str(model.parent), gguf_file=model.name, dtype=torch.float32
         )
         self.model.eval()
         self.load_s = time.perf_counter() - t0
@@ -360,7 +360,7 @@ class TransformersBackend:
             "gguf_py_version": pkg_version("gguf"),
             "compute": "fp32: GGUF tensors dequantized to fp32 by gguf-py, fp32 matmuls on the CPU",
             "params": {
-                "torch_dtype": "float32",
+                "dtype": "float32",
                 "attn_implementation": attn,
                 "torch_num_threads": threads,
                 "use_cache": False,
@@ -368,14 +368,35 @@ class TransformersBackend:
             },
         }
 
-    def logits(self, ids: list[int]):
+    def logits(self, ids: list[int], float64: bool = False, q8_act: bool = False):
         import numpy as np
 
         torch = self.torch
-        with torch.inference_mode():
-            x = torch.tensor([ids], dtype=torch.long)
-            out = self.model(input_ids=x, use_cache=False)
-            return np.asarray(out.logits[0].float().numpy(), dtype=np.float32)
+        hooks = []
+        if q8_act:
+            def q8(_mod, inp):
+                x = inp[0]
+                xb = x.reshape(-1, 32)
+                d = xb.abs().amax(-1, keepdim=True) / 127.0
+                inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+                q = torch.round(xb * inv)
+                return ((q * d.half().to(x.dtype)).reshape(x.shape),)
+
+            hooks = [m.register_forward_pre_hook(q8) for m in self.model.modules()
+                     if isinstance(m, torch.nn.Linear)]
+        try:
+            if float64:
+                torch.nn.Module.double(self.model)  # transformers' own .double() refuses GGUF models
+            with torch.inference_mode():
+                x = torch.tensor([ids], dtype=torch.long)
+                out = self.model(input_ids=x, use_cache=False)
+                lg = out.logits[0]
+                return np.asarray(lg.numpy(), dtype=np.float64 if float64 else np.float32)
+        finally:
+            if float64:
+                torch.nn.Module.float(self.model)  # exact: the weights were fp32 values
+            for h in hooks:
+                h.remove()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +431,40 @@ def gguf_token_pieces(model: Path) -> list[str]:
     return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
 
 
-def make_tokens(args, llama: LlamaCppBackend, wt_text: str, pieces, hf_tok, common) -> list[int]:
+def make_comparison_tokenizers(model: Path) -> dict:
+    """Tokenizers used only to cross-check llama.cpp's ids: name -> (description, encode)."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(str(model.parent), gguf_file=model.name)
+    out = {
+        "transformers_gguf": (
+            "transformers AutoTokenizer.from_pretrained(dir, gguf_file=...) as converted from the GGUF "
+            "metadata, .encode(text, add_special_tokens=False). Its pre-tokenizer is plain "
+            "ByteLevel(use_regex=True): it lacks SmolLM2's digit splitter, and it still parses "
+            "special tokens such as <|endoftext|>",
+            lambda s: list(hf_tok.encode(s, add_special_tokens=False)),
+        )
+    }
+    from tokenizers import pre_tokenizers
+
+    bt = copy.deepcopy(hf_tok.backend_tokenizer)
+    bt.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    bt.encode_special_tokens = True  # the equivalent of llama.cpp's special=False
+    out["hf_tokenizers_smollm2"] = (
+        "HF tokenizers (Rust) with the GGUF vocabulary and merges and SmolLM2's own pre-tokenizer "
+        "Sequence[Digits(individual_digits=True), ByteLevel(add_prefix_space=False, use_regex=True)], "
+        "encode_special_tokens=True, add_special_tokens=False",
+        lambda s: list(bt.encode(s, add_special_tokens=False).ids),
+    )
+    return out
+
+
+def make_tokens(args, llama: LlamaCppBackend, wt_text: str, pieces, cmp_toks: dict, common) -> list[int]:
     log("tokens: tokenizing the fixed paragraph and the edge cases with llama.cpp")
     out_path = args.out / "tokens.json"
 
@@ -423,11 +477,11 @@ def make_tokens(args, llama: LlamaCppBackend, wt_text: str, pieces, hf_tok, comm
             "pieces": [pieces[i] for i in ids],
             "detokenize_roundtrip": llama.detokenize(ids) == s.encode("utf-8"),
         }
-        if hf_tok is not None:
-            hf_ids = list(hf_tok.encode(s, add_special_tokens=False))
-            e["transformers_tokenizer_agrees"] = hf_ids == ids
-            if hf_ids != ids:
-                e["transformers_tokenizer_ids"] = hf_ids
+        for name, (_, enc) in cmp_toks.items():
+            other = enc(s)
+            e[f"{name}_agrees"] = other == ids
+            if other != ids:
+                e[f"{name}_ids"] = other
         return e
 
     para = entry(PARAGRAPH)
@@ -449,23 +503,22 @@ def make_tokens(args, llama: LlamaCppBackend, wt_text: str, pieces, hf_tok, comm
         "first_ids": wt_ids[:N_WIKITEXT_PREFIX],
         "llama_cpp_tokenize_seconds": round(t_tok, 3),
     }
-    if hf_tok is not None:
-        log("  comparing with transformers' tokenizer (built from the GGUF metadata)")
+    for name, (_, enc) in cmp_toks.items():
         t0 = time.perf_counter()
-        hf_ids = list(hf_tok.encode(wt_text, add_special_tokens=False))
-        t_hf = time.perf_counter() - t0
+        other = enc(wt_text)
+        t_o = time.perf_counter() - t0
         first_diff = next(
-            (i for i, (a, b) in enumerate(zip(hf_ids, wt_ids)) if a != b),
-            None if len(hf_ids) == len(wt_ids) else min(len(hf_ids), len(wt_ids)),
+            (i for i, (a, b) in enumerate(zip(other, wt_ids)) if a != b),
+            None if len(other) == len(wt_ids) else min(len(other), len(wt_ids)),
         )
-        wt["transformers_tokenizer"] = {
-            "n_tokens": len(hf_ids),
-            "ids_sha256": ids_sha256(hf_ids),
-            "agrees": hf_ids == wt_ids,
+        wt[name] = {
+            "n_tokens": len(other),
+            "ids_sha256": ids_sha256(other),
+            "agrees": other == wt_ids,
             "first_difference_at": first_diff,
-            "seconds": round(t_hf, 3),
+            "seconds": round(t_o, 3),
         }
-        log(f"  transformers tokenizer: {len(hf_ids):,} tokens, agrees={hf_ids == wt_ids}")
+        log(f"  {name}: {len(other):,} tokens, agrees with llama.cpp: {other == wt_ids}")
 
     extra = {
         "tokenizer": "llama.cpp (llama_tokenize via llama-cpp-python Llama.tokenize)",
@@ -474,10 +527,16 @@ def make_tokens(args, llama: LlamaCppBackend, wt_text: str, pieces, hf_tok, comm
         "pieces_note": "pieces are the vocabulary strings (tokenizer.ggml.tokens, byte-level "
         "BPE alphabet: 'Ġ' = space, 'Ċ' = \\n, 'č' = \\r, 'ĉ' = \\t)",
     }
-    if hf_tok is not None:
-        extra["transformers_tokenizer"] = (
-            f"transformers {common['transformers_version']} AutoTokenizer.from_pretrained(dir, "
-            "gguf_file=...).encode(text, add_special_tokens=False) — compared only, not the reference"
+    if cmp_toks:
+        extra["comparison_tokenizers"] = {
+            name: desc for name, (desc, _) in cmp_toks.items()
+        }
+        extra["comparison_versions"] = {
+            "transformers": pkg_version("transformers"),
+            "tokenizers": pkg_version("tokenizers"),
+        }
+        extra["comparison_note"] = (
+            "the comparison tokenizers are cross-checks only; the reference ids are llama.cpp's"
         )
     doc = {
         "provenance": provenance(args, common["model_sha"], common["text_sha"], extra),
@@ -530,6 +589,21 @@ def make_logits(args, backends: dict, common) -> None:
         be16 = LlamaCppBackend(args.model, backends["llama.cpp"].n_ctx, args.threads, kv_type="f16")
         full["llama.cpp-f16kv"] = be16.logits(ids)
         del be16
+    if "transformers" in backends:
+        hfb = backends["transformers"]
+        log("  transformers again in float64 (fp32 rounding noise, for the tolerance study only)")
+        full["transformers-fp64"] = hfb.logits(ids, float64=True)
+        if args.q8_act_study:
+            log("  transformers again with llama.cpp-style 8-bit activation quantization emulated "
+                "(blocks of 32, scale amax/127 rounded to fp16) at every Linear input")
+            full["transformers-q8act"] = hfb.logits(ids, q8_act=True)
+    variants = {
+        "llama.cpp-f16kv": "llama.cpp with its default f16 KV cache (the fixture uses f32)",
+        "transformers-fp64": "transformers with the dequantized weights cast to float64",
+        "transformers-q8act": "transformers fp32 with every nn.Linear input rounded like "
+        "llama.cpp's Q8 activation blocks (emulation of the rounding only, not of llama.cpp's "
+        "integer dot products)",
+    }
     comps = doc.get("comparisons", {})
     keys = list(full)
     for i in range(len(keys)):
@@ -552,6 +626,9 @@ def make_logits(args, backends: dict, common) -> None:
         "from the float32 logits; std is the population std (ddof=0)",
         "implementations": impls,
         "comparisons": comps,
+        "comparison_variants": {k: v for k, v in variants.items() if k in full},
+        "comparison_note": "statistics over all prompt positions and the full vocabulary; "
+        "logprob = log-softmax in float64; KL(first || second) in nats",
     }
     write_json(out_path, doc)
 
@@ -645,6 +722,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-llama-f16-variant", dest="llama_f16_variant", action="store_false",
                     help="skip the extra llama.cpp run with an f16 KV cache in logits.json")
+    ap.add_argument("--no-q8-act-study", dest="q8_act_study", action="store_false",
+                    help="skip the transformers run with emulated 8-bit activations in logits.json")
     ap.add_argument("--no-merge", dest="merge", action="store_false",
                     help="do not keep other backends' results already in logits.json / ppl.json")
     args = ap.parse_args()
@@ -683,7 +762,7 @@ def main() -> None:
     if "llama" in backends_req:
         backends["llama.cpp"] = llama
     hf = None
-    hf_tok = None
+    cmp_toks: dict = {}
     common: dict[str, Any] = {"model_sha": model_sha, "text_sha": text_sha, "pieces": pieces}
     if "hf" in backends_req:
         log("loading the GGUF with transformers (dequantizes to fp32; takes a while)")
@@ -694,15 +773,13 @@ def main() -> None:
         backends["transformers"] = hf
         common["transformers_version"] = hf.info["transformers_version"]
         try:
-            from transformers import AutoTokenizer
-
-            hf_tok = AutoTokenizer.from_pretrained(str(args.model.parent), gguf_file=args.model.name)
+            cmp_toks = make_comparison_tokenizers(args.model)
         except Exception as exc:  # only a comparison; never fatal
-            log(f"  transformers tokenizer unavailable ({exc}); skipping the tokenizer comparison")
+            log(f"  comparison tokenizers unavailable ({exc}); skipping the tokenizer comparison")
 
     common["prompt_ids"] = llama.tokenize(LOGIT_PROMPT)
     if "tokens" in fixtures:
-        wt_ids = make_tokens(args, llama, wt_text, pieces, hf_tok, common)
+        wt_ids = make_tokens(args, llama, wt_text, pieces, cmp_toks, common)
     else:
         wt_ids = llama.tokenize(wt_text)
     if "logits" in fixtures:
