@@ -316,14 +316,21 @@ class LlamaCppBackend:
     def detokenize(self, ids: list[int]) -> bytes:
         return self.llm.detokenize(ids)
 
-    def logits(self, ids: list[int]):
-        """(len(ids), n_vocab) float32 logits, evaluated from an empty cache."""
+    def logits(self, ids: list[int], step: int | None = None):
+        """(len(ids), n_vocab) float32 logits, evaluated from an empty cache.
+
+        step=None evaluates all ids in one batch (what the fixtures use); step=k feeds them k at a
+        time through the KV cache (a different kernel path, for the tolerance study)."""
         import numpy as np
 
         if len(ids) > self.n_ctx:
             raise ValueError("sequence longer than n_ctx")
         self.llm.reset()  # n_tokens = 0; eval() then removes every cached position
-        self.llm.eval(ids)
+        if step is None:
+            self.llm.eval(ids)
+        else:
+            for i in range(0, len(ids), step):
+                self.llm.eval(ids[i : i + step])
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32, copy=True)
 
 
@@ -584,7 +591,9 @@ def make_logits(args, backends: dict, common) -> None:
         top = impls[key]["positions"][str(n - 1)]["top"][0]
         log(f"  {key}: {dt:.2f} s; argmax at last position = {top[0]} "
             f"({common['pieces'][top[0]]!r}, {top[1]:.4f})")
-    if args.llama_f16_variant and "llama.cpp" in backends:
+    if args.llama_variants and "llama.cpp" in backends:
+        log("  llama.cpp again, one token at a time through the cache (for the tolerance study only)")
+        full["llama.cpp-tokenwise"] = backends["llama.cpp"].logits(ids, step=1)
         log("  llama.cpp again with its default f16 KV cache (for the tolerance study only)")
         be16 = LlamaCppBackend(args.model, backends["llama.cpp"].n_ctx, args.threads, kv_type="f16")
         full["llama.cpp-f16kv"] = be16.logits(ids)
@@ -598,6 +607,8 @@ def make_logits(args, backends: dict, common) -> None:
                 "(blocks of 32, scale amax/127 rounded to fp16) at every Linear input")
             full["transformers-q8act"] = hfb.logits(ids, q8_act=True)
     variants = {
+        "llama.cpp-tokenwise": "llama.cpp, same instance, prompt fed one token per eval() "
+        "(matrix-vector kernels instead of the batched path)",
         "llama.cpp-f16kv": "llama.cpp with its default f16 KV cache (the fixture uses f32)",
         "transformers-fp64": "transformers with the dequantized weights cast to float64",
         "transformers-q8act": "transformers fp32 with every nn.Linear input rounded like "
@@ -662,6 +673,18 @@ def make_ppl(args, backends: dict, wt_ids: list[int], common) -> None:
             log(f"  chunk {c:3d}: mean NLL {s / cnt:.6f}  running PPL {math.exp(run):.4f}  "
                 f"({t1 - t0:.1f} s eval)")
         per_chunk_all[key] = per_chunk
+        if key == "transformers" and args.fp64_chunks > 0:
+            k = min(args.fp64_chunks, n_max)
+            log(f"ppl: transformers in float64 for the first {k} chunk(s) (tolerance study)")
+            fp64 = []
+            for c in range(k):
+                chunk = wt_ids[c * ctx : (c + 1) * ctx]
+                t0 = time.perf_counter()
+                s64, cnt = chunk_nll(be.logits(chunk, float64=True), chunk)
+                fp64.append(s64 / cnt)
+                log(f"  chunk {c:3d}: mean NLL {s64 / cnt:.9f} (fp32 {per_chunk[c]:.9f}, "
+                    f"{time.perf_counter() - t0:.1f} s)")
+            per_chunk_all["transformers-fp64"] = fp64
         results = {}
         for n in ns:
             mean = sum(nll_sums[:n]) / ((ctx - 1) * n)
@@ -679,15 +702,18 @@ def make_ppl(args, backends: dict, wt_ids: list[int], common) -> None:
         for j in range(i + 1, len(keys)):
             a, b = per_chunk_all[keys[i]], per_chunk_all[keys[j]]
             d = [x - y for x, y in zip(a, b)]
-            comps[f"{keys[i]} vs {keys[j]}"] = {
+            c = {
+                "n_chunks_compared": len(d),
                 "per_chunk_mean_nll_diff": d,
                 "max_abs_per_chunk_mean_nll_diff": max(abs(x) for x in d),
-                "ppl_ratio": {
+            }
+            if keys[i] in impls and keys[j] in impls:
+                c["ppl_ratio"] = {
                     n: impls[keys[i]]["results"][n]["ppl"] / impls[keys[j]]["results"][n]["ppl"]
                     for n in impls[keys[i]]["results"]
                     if n in impls[keys[j]]["results"]
-                },
-            }
+                }
+            comps[f"{keys[i]} vs {keys[j]}"] = c
     doc = {
         "provenance": provenance(args, common["model_sha"], common["text_sha"], {}),
         "protocol": (
@@ -704,6 +730,8 @@ def make_ppl(args, backends: dict, wt_ids: list[int], common) -> None:
         "ids_hash_format": HASH_FORMAT,
         "implementations": impls,
         "comparisons": comps,
+        "comparison_note": "per-chunk mean NLL differences in nats (first minus second); "
+        "transformers-fp64 = the transformers model cast to float64, first chunks only",
     }
     write_json(out_path, doc)
 
@@ -720,8 +748,10 @@ def main() -> None:
     ap.add_argument("--ppl-chunks", type=lambda s: [int(x) for x in s.split(",")], default=[4, 16],
                     help="comma list of chunk counts N to report (evaluates max(N) chunks)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-llama-f16-variant", dest="llama_f16_variant", action="store_false",
-                    help="skip the extra llama.cpp run with an f16 KV cache in logits.json")
+    ap.add_argument("--no-llama-variants", dest="llama_variants", action="store_false",
+                    help="skip the extra llama.cpp runs (token-by-token, f16 KV cache) in logits.json")
+    ap.add_argument("--fp64-chunks", type=int, default=1,
+                    help="also evaluate the first K PPL chunks with transformers in float64 (0: skip)")
     ap.add_argument("--no-q8-act-study", dest="q8_act_study", action="store_false",
                     help="skip the transformers run with emulated 8-bit activations in logits.json")
     ap.add_argument("--no-merge", dest="merge", action="store_false",
