@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-FileCopyrightText: 2026 The latentkv authors
 # SPDX-License-Identifier: Apache-2.0
 """Write reference fixtures for latentkv's C++ tokenizer, model and perplexity harness.
@@ -766,9 +765,13 @@ def main() -> None:
     for b in backends_req:
         if b not in ("llama", "hf"):
             sys.exit(f"error: unknown backend {b!r} (use llama, hf)")
-    if "llama" not in backends_req:
-        # the token ids (tokens.json and the ids fed to every backend) always come from llama.cpp
-        need("llama_cpp", "llama-cpp-python", "tokenization (llama.cpp's tokenizer is the reference)")
+    # check every package before doing any work; the token ids (tokens.json and the ids fed to
+    # every backend) always come from llama.cpp, so llama-cpp-python is always needed
+    need("llama_cpp", "llama-cpp-python", "tokenization (llama.cpp's tokenizer is the reference)")
+    if "hf" in backends_req:
+        need("torch", "torch", "the transformers backend")
+        need("transformers", "transformers", "the transformers backend")
+        need("accelerate", "accelerate", "transformers' GGUF loader (it refuses to load without it)")
     if not args.model.is_file():
         sys.exit(f"error: model not found: {args.model}")
     if not args.text.is_file():
