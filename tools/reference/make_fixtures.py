@@ -226,7 +226,7 @@ def compare_logits(a, b) -> dict:
     d = np.abs(a - b)
     la, lb = log_softmax64(a), log_softmax64(b)
     dl = np.abs(la - lb)
-    pa, pb = np.exp(la), np.exp(lb)
+    pa = np.exp(la)
     kl = (pa * (la - lb)).sum(axis=-1)  # KL(a || b) per position
     top1 = (a.argmax(-1) == b.argmax(-1)).mean()
     top5 = np.mean(
