@@ -183,6 +183,10 @@ const std::vector<Policy>& policies() {
           /*small_only=*/true),
       policy("BdcsvdFactorizer", [](const Shape&) { return BdcsvdFactorizer<float>(); }),
       policy("GramEigenFactorizer", [](const Shape&) { return GramEigenFactorizer<float>(); }),
+      policy("GramEigenFactorizer_mixed",
+             [](const Shape&) {
+               return GramEigenFactorizer<float>({.precision = GramPrecision::kMixed});
+             }),
       policy("RandomizedSvdFactorizer",
              [](const Shape&) { return RandomizedSvdFactorizer<float>(); }),
       policy("RandomizedSvdFactorizer_p10q2",
@@ -226,7 +230,7 @@ void register_all() {
         ->Iterations(1);
   }
   // Scaling reference: the Gram-eigen policy on one thread.
-  auto gram_policy = policies()[2].all_kv;
+  auto gram_policy = policies()[2].all_kv;  // GramEigenFactorizer (exact)
   benchmark::RegisterBenchmark("BM_FactorizeLlama3_8B_AllKV/GramEigenFactorizer_1thread",
                                [gram_policy](benchmark::State& s) { gram_policy(s, 1); })
       ->Unit(benchmark::kSecond)

@@ -55,6 +55,19 @@ struct Traits<GramEigenFactorizer<T>> : ScalarTol<T> {
   }
   static constexpr double kSlack = 1.0;
 };
+// GramEigenFactorizer in mixed precision (float eigensolve + double refinement): a distinct type
+// so the typed suite can hold it.
+struct MixedGramEigenFactorizer : GramEigenFactorizer<float> {
+  explicit MixedGramEigenFactorizer(SigmaSplit split)
+      : GramEigenFactorizer<float>({.split = split, .precision = GramPrecision::kMixed}) {}
+};
+template <>
+struct Traits<MixedGramEigenFactorizer> : ScalarTol<float> {
+  static MixedGramEigenFactorizer make(Index, SigmaSplit split) {
+    return MixedGramEigenFactorizer(split);
+  }
+  static constexpr double kSlack = 1.001;
+};
 template <class T>
 struct Traits<RandomizedSvdFactorizer<T>> : ScalarTol<T> {
   static RandomizedSvdFactorizer<T> make(Index, SigmaSplit split) {

