@@ -414,10 +414,10 @@ class SafetensorsHeaderHandler {
     }
   }
 
-  bool parse_error(std::size_t position, const std::string& /*last_token*/,
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
                    const nlohmann::detail::exception& e) {
-    // `position` counts the bytes read, the offending one included.
-    fail(base_ + (position > 0 ? position - 1 : 0), "header is not valid JSON: ", json_message(e));
+    // Reported where the offending token starts, like every other error.
+    fail(base_ + position_.error_start(), "header is not valid JSON: ", json_message(e));
   }
 
   template <class... Parts>
@@ -727,7 +727,7 @@ class SafetensorsReader {
     const std::string_view text(reinterpret_cast<const char*>(bytes_.data()) + 8,
                                 static_cast<std::size_t>(n));
     constexpr const char* kWhere = "latentkv::SafetensorsReader::open";
-    detail::reject_byte_order_mark(text, path_, kWhere, 8);
+    detail::reject_bom_and_nul(text, path_, kWhere, 8, "the header");
     detail::JsonPosition position(text);
     detail::SafetensorsHeaderHandler handler(position, path_, kWhere, 8);
     // With a SAX handler nlohmann reports errors through parse_error(), which throws.
@@ -904,7 +904,9 @@ class SafetensorsWriter {
     std::vector<std::byte> out;
     out.reserve(8 + header.size() + data_bytes());
     append_pieces(header, length, [&](std::span<const std::byte> piece) {
-      out.insert(out.end(), piece.begin(), piece.end());
+      const std::size_t at = out.size();  // resize + memcpy: GCC 12 misreads vector::insert here
+      out.resize(at + piece.size());
+      if (!piece.empty()) std::memcpy(out.data() + at, piece.data(), piece.size());
     });
     return out;
   }

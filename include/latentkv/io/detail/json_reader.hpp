@@ -3,7 +3,8 @@
 //
 // Not API. Strict JSON input for the file readers (nlohmann-json underneath):
 //   - RFC 8259 only: no comments, no byte-order mark (nlohmann would skip one; serde_json, which
-//     the reference safetensors reader uses, rejects it), nothing but whitespace after the value;
+//     the reference safetensors reader uses, rejects it), no NUL byte (nlohmann takes one for the
+//     end of the input), nothing but whitespace after the value;
 //   - duplicate keys in any object are errors (nlohmann's DOM parser silently keeps the last one);
 //   - every error is a FormatError naming the file and the byte offset in the file.
 // Byte offsets: nlohmann's SAX and callback interfaces do not report positions, so the input is
@@ -75,6 +76,14 @@ class JsonPosition {
     return i < consumed_ ? i : (consumed_ > 0 ? consumed_ - 1 : 0);
   }
 
+  /// After a parse error: the index where the offending token starts (the end of the input when
+  /// only separators followed the last good token).
+  [[nodiscard]] std::size_t error_start() const noexcept {
+    std::size_t i = last_end_;
+    while (i < consumed_ && is_separator(text_[i])) ++i;
+    return i;
+  }
+
  private:
   static constexpr bool is_separator(char c) noexcept {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ':';
@@ -95,14 +104,22 @@ class JsonPosition {
   return message;
 }
 
-/// Throws FormatError for a byte-order mark at the start of `text` (at byte offset `base`).
-inline void reject_byte_order_mark(std::string_view text, const std::filesystem::path& file,
-                                   const char* where, std::uint64_t base) {
+/// Throws FormatError for what nlohmann would let through: a byte-order mark at the start of
+/// `text` (it skips one) or a NUL byte anywhere (it ends its input there, so "{}\0junk" would parse
+/// as "{}"). JSON text never contains a NUL: inside strings control characters are escaped.
+inline void reject_bom_and_nul(std::string_view text, const std::filesystem::path& file,
+                               const char* where, std::uint64_t base, std::string_view what) {
   if (text.starts_with("\xef\xbb\xbf")) {
-    raise<FormatError>(where, file.string(),
-                       ": JSON starts with a UTF-8 byte-order mark, expected '{' or whitespace "
-                       "(at byte offset ",
+    raise<FormatError>(where, file.string(), ": ", what,
+                       " starts with a UTF-8 byte-order mark, expected '{' or whitespace (at byte "
+                       "offset ",
                        base, ")");
+  }
+  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    raise<FormatError>(where, file.string(), ": ", what,
+                       " contains a NUL byte, which JSON never does (padding is spaces) (at byte "
+                       "offset ",
+                       base + nul, ")");
   }
 }
 
@@ -112,7 +129,7 @@ inline void reject_byte_order_mark(std::string_view text, const std::filesystem:
 [[nodiscard]] inline nlohmann::json parse_json_document(std::string_view text,
                                                         const std::filesystem::path& file,
                                                         const char* where, std::uint64_t base = 0) {
-  reject_byte_order_mark(text, file, where, base);
+  reject_bom_and_nul(text, file, where, base, "the JSON");
   JsonPosition position(text);
   struct Frame {
     bool object = false;
@@ -159,9 +176,8 @@ inline void reject_byte_order_mark(std::string_view text, const std::filesystem:
     return nlohmann::json::parse(position.begin(), position.end(), callback,
                                  /*allow_exceptions=*/true, /*ignore_comments=*/false);
   } catch (const nlohmann::json::parse_error& e) {
-    const std::uint64_t at = e.byte > 0 ? e.byte - 1 : 0;
     raise<FormatError>(where, file.string(), ": invalid JSON: ", json_message(e),
-                       " (at byte offset ", base + at, ")");
+                       " (at byte offset ", base + position.error_start(), ")");
   }
 }
 
