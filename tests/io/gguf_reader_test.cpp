@@ -425,6 +425,22 @@ TEST(GgufReaderMalformed, RejectsAZeroDimensionThatHidesAnOverflow) {
                     HasSubstr(at(layout.tensors[0].dims + 16))));
 }
 
+TEST(GgufReader, FromBytesReadsAnInMemoryFileUnderTheGivenName) {
+  GgufLayout layout;
+  const std::vector<std::byte> bytes = small_file().build(&layout);
+  const GgufReader r = GgufReader::from_bytes(bytes, "weights/in-memory.gguf");
+  EXPECT_EQ(r.path(), "weights/in-memory.gguf");
+  EXPECT_EQ(r.file_size(), bytes.size());
+  EXPECT_EQ(r.raw(r.tensor("c")).data(), bytes.data() + layout.tensors[2].data)
+      << "borrowed, not copied";
+  EXPECT_EQ(r.get<std::string_view>("test.name"), "x");
+  EXPECT_EQ(r.dequantize("b")(0, 0), -8.0f);
+  const std::vector<std::byte> cut(bytes.begin(), bytes.begin() + 10);
+  EXPECT_THAT(format_error([&] { (void)GgufReader::from_bytes(cut); }),
+              AllOf(HasSubstr("latentkv::GgufReader::open: <memory>: unexpected end of file"),
+                    HasSubstr(at(8))));
+}
+
 TEST(GgufReader, OpensAFileWithoutTensors) {
   GgufBuilder b(2);
   b.add("general.name", meta("empty"));
