@@ -415,6 +415,18 @@ TEST(GgufReader, AcceptsZeroSizedDimensionsWithoutReadingAnything) {
   EXPECT_EQ(r.dequantize("after")(0, 31), 31.0f);
 }
 
+// Found by tests/fuzz/gguf_reader_fuzzer (UBSan): with no rows, cols·block_bytes overflowed int64.
+TEST(GgufReader, ReadsNoRowsOfAnEmptyTensorWithAHugeInnermostDimension) {
+  GgufBuilder b;
+  b.add_tensor("wide", {std::uint64_t{1} << 62, 0}, kTypeF32, {});
+  const TempFile file(b.build());
+  const GgufReader r = GgufReader::open(file.path());
+  const RowMatrix<float> m = r.dequantize("wide");
+  EXPECT_EQ(m.rows(), 0);
+  EXPECT_EQ(m.cols(), std::int64_t{1} << 62);
+  EXPECT_EQ(r.dequantize_rows("wide", 0, 0).size(), 0);
+}
+
 TEST(GgufReaderMalformed, RejectsAZeroDimensionThatHidesAnOverflow) {
   GgufBuilder b;
   b.add_tensor("hidden", {0, std::uint64_t{1} << 40, std::uint64_t{1} << 40}, kTypeF32, {});

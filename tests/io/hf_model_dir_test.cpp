@@ -234,6 +234,11 @@ TEST(FromHfConfig, RejectsMalformedJsonWithTheByteOffset) {
   EXPECT_THAT(parse_error("{\"a\": {\"b\": [{\"c\": 1, \"c\": 2}]}}"),
               HasSubstr("duplicate key 'c' in object '/a/b/[]'"));
   EXPECT_THAT(parse_error("\xef\xbb\xbf{}"), HasSubstr("byte-order mark"));
+  // nlohmann reports a number overflow as out_of_range, not parse_error (found by
+  // tests/fuzz/hf_config_fuzzer).
+  EXPECT_THAT(parse_error("{\"rope_theta\": 1e400}"),
+              AllOf(HasSubstr("invalid JSON: number overflow parsing '1e400'"),
+                    HasSubstr("(at byte offset 15)")));
   EXPECT_THAT(parse_error(std::string_view("{}\0", 3)), HasSubstr("NUL byte"));
 }
 

@@ -264,6 +264,15 @@ TEST(SafetensorsReader, FlattensLeadingDimensionsIntoRows) {
   EXPECT_EQ(r.tensor("z").num_elements(), 0);
 }
 
+TEST(SafetensorsReader, ReadsNoRowsOfAnEmptyTensorWithAHugeLastDimension) {
+  const std::string h = "{" + entry("wide", "F32", "[0,4611686018427387904]", 0, 0) + "}";
+  const TempFile file(file_bytes(h), "latentkv_st");
+  const SafetensorsReader r = SafetensorsReader::open(file.path());
+  const RowMatrix<float> m = r.read_float("wide");
+  EXPECT_EQ(m.rows(), 0);
+  EXPECT_EQ(m.cols(), std::int64_t{1} << 62);
+}
+
 TEST(SafetensorsReader, ReadsARowRangeLikeTheWholeTensor) {
   const TempFile file(SmallFile().bytes(), "latentkv_st");
   const SafetensorsReader r = SafetensorsReader::open(file.path());

@@ -479,11 +479,13 @@ class GgufReader {
           ", which cannot be dequantized (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
           "Q8_0)");
     }
-    const GgmlTypeTraits& traits = ggml_type_traits(info.type);
-    const auto row_bytes =
-        static_cast<std::size_t>(info.cols() / traits.block_size * traits.block_bytes);
     RowMatrix<float> out(row_count, info.cols());
     if (out.size() == 0) return out;  // a zero dim: there may be many empty rows, nothing to read
+    // Only now is a row's byte count bounded (by the tensor's, which fits in the file): with no
+    // rows to read, cols may be near 2^63 (found by tests/fuzz/gguf_reader_fuzzer).
+    const GgmlTypeTraits& traits = ggml_type_traits(info.type);
+    const auto row_bytes =
+        static_cast<std::size_t>(info.cols()) / traits.block_size * traits.block_bytes;
     const std::byte* src = raw(info).data() + static_cast<std::size_t>(first_row) * row_bytes;
     for (Index r = 0; r < row_count; ++r) {
       kernel(src + static_cast<std::size_t>(r) * row_bytes, out.row(r).data(), info.cols());

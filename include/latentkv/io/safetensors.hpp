@@ -671,10 +671,10 @@ class SafetensorsReader {
         fail_tensor(kWhere, info, "has dtype ", to_string(info.dtype),
                     ", which cannot be read as float (supported: F32, F16, BF16)");
     }
+    RowMatrix<float> out(row_count, info.cols());
+    if (out.size() == 0) return out;  // a zero dim: nothing to read (cols may be near 2^63)
     const auto row_bytes =
         static_cast<std::size_t>(info.cols()) * (safetensors_dtype_traits(info.dtype).bits / 8);
-    RowMatrix<float> out(row_count, info.cols());
-    if (out.size() == 0) return out;  // a zero dim: nothing to read
     const std::byte* src = raw(info).data() + static_cast<std::size_t>(first_row) * row_bytes;
     for (Index r = 0; r < row_count; ++r) {
       kernel(src + static_cast<std::size_t>(r) * row_bytes, out.row(r).data(), info.cols());

@@ -175,7 +175,7 @@ inline void reject_bom_and_nul(std::string_view text, const std::filesystem::pat
   try {
     return nlohmann::json::parse(position.begin(), position.end(), callback,
                                  /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
     raise<FormatError>(where, file.string(), ": invalid JSON: ", json_message(e),
                        " (at byte offset ", base + position.error_start(), ")");
   }
