@@ -9,7 +9,7 @@
                              empty and sub-byte tensors, ignored fields, escaped names, padding
   seeds/gguf_reader/         small valid GGUF v2/v3 files: every metadata value type, nested
                              arrays, general.alignment, F32 / F16 / BF16 / Q4_0 / Q4_1 / Q5_0 /
-                             Q5_1 / Q8_0 / Q6_K tensors
+                             Q5_1 / Q8_0 / Q6_K tensors (named .bin: the repository ignores *.gguf)
   seeds/hf_config/           LLaMA config.json texts
 scripts/fuzz.sh adds the test fixtures (tests/data/safetensors, tests/data/gguf) to these. Files are
 deterministic, so rerunning the script leaves git clean.
@@ -127,8 +127,8 @@ def gguf_seeds():
            ("t.strings", ARRAY, (STRING, ["a", "", "bc"])),
            ("t.nested", ARRAY, (ARRAY, [(I16, [1, 2]), (I16, [3])])),
            ("t.empty", ARRAY, (F32_, []))]
-    yield "metadata_v3.gguf", gguf_file(kvs, [])
-    yield "metadata_v2.gguf", gguf_file(kvs[:4], [], version=2)
+    yield "metadata_v3.bin", gguf_file(kvs, [])
+    yield "metadata_v2.bin", gguf_file(kvs[:4], [], version=2)
     block_q4_0 = f16(0.5) + bytes(range(16))
     block_q4_1 = f16(0.25) + f16(-1.0) + bytes(range(16, 32))
     block_q5_0 = f16(0.5) + struct.pack("<I", 0xA5A5A5A5) + bytes(range(16))
@@ -139,8 +139,8 @@ def gguf_seeds():
                ("q4_1", [32, 1], 3, block_q4_1), ("q5_0", [32], 6, block_q5_0),
                ("q5_1", [32], 7, block_q5_1), ("q8_0", [32], 8, block_q8_0),
                ("q6_k", [256], 14, bytes(210)), ("empty", [0, 4], 0, b"")]
-    yield "tensors.gguf", gguf_file([("general.architecture", STRING, "llama")], tensors)
-    yield "aligned.gguf", gguf_file([("general.alignment", U32, 64)], tensors[:3], alignment=64)
+    yield "tensors.bin", gguf_file([("general.architecture", STRING, "llama")], tensors)
+    yield "aligned.bin", gguf_file([("general.alignment", U32, 64)], tensors[:3], alignment=64)
 
 
 # ---- config.json ---------------------------------------------------------------------------------
