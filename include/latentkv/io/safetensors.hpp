@@ -41,6 +41,7 @@
 #include <numeric>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -973,11 +974,10 @@ class SafetensorsWriter {
     if (name == "__metadata__") {
       detail::raise<InvalidArgument>(where, "'__metadata__' is reserved, not a tensor name");
     }
-    for (const Tensor& t : tensors_) {
-      if (t.name == name) {
-        detail::raise<InvalidArgument>(where, "duplicate tensor name ", detail::quoted(name));
-      }
+    if (names_.contains(name)) {
+      detail::raise<InvalidArgument>(where, "duplicate tensor name ", detail::quoted(name));
     }
+    names_.insert(name);
     tensors_.push_back({std::move(name), dtype, std::move(shape), std::move(data)});
     return *this;
   }
@@ -1044,6 +1044,7 @@ class SafetensorsWriter {
 
   std::map<std::string, std::string, std::less<>> metadata_;
   std::vector<Tensor> tensors_;
+  std::set<std::string, std::less<>> names_;  // of tensors_, for the duplicate check
 };
 
 }  // namespace latentkv
