@@ -17,7 +17,9 @@
 // Everything is validated at open(): the JSON files strictly (duplicate keys are errors), every
 // shard as a SafetensorsReader does, the index against the shards (every listed tensor is in its
 // shard, every shard tensor is listed), and the embedding / lm_head shapes against the config.
-// Errors name the file and the key or tensor (and the byte offset for JSON syntax).
+// Errors name the file and the key or tensor (and the byte offset for JSON syntax). An HfModelDir
+// is immutable after open(): its const member functions may be called concurrently, and the views
+// it returns stay valid as long as it lives (including after it is moved).
 #pragma once
 
 #include <algorithm>
