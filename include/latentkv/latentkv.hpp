@@ -17,6 +17,8 @@
 #include "latentkv/factorize/randomized_svd_factorizer.hpp"
 #include "latentkv/factorize/whitened_factorizer.hpp"
 #include "latentkv/io/gguf_reader.hpp"
+#include "latentkv/io/hf_model_dir.hpp"
 #include "latentkv/io/mapped_file.hpp"
+#include "latentkv/io/safetensors.hpp"
 #include "latentkv/linalg/matrix.hpp"
 #include "latentkv/model/model_config.hpp"

@@ -415,6 +415,18 @@ TEST(GgufReader, AcceptsZeroSizedDimensionsWithoutReadingAnything) {
   EXPECT_EQ(r.dequantize("after")(0, 31), 31.0f);
 }
 
+// Found by tests/fuzz/gguf_reader_fuzzer (UBSan): with no rows, cols·block_bytes overflowed int64.
+TEST(GgufReader, ReadsNoRowsOfAnEmptyTensorWithAHugeInnermostDimension) {
+  GgufBuilder b;
+  b.add_tensor("wide", {std::uint64_t{1} << 62, 0}, kTypeF32, {});
+  const TempFile file(b.build());
+  const GgufReader r = GgufReader::open(file.path());
+  const RowMatrix<float> m = r.dequantize("wide");
+  EXPECT_EQ(m.rows(), 0);
+  EXPECT_EQ(m.cols(), std::int64_t{1} << 62);
+  EXPECT_EQ(r.dequantize_rows("wide", 0, 0).size(), 0);
+}
+
 TEST(GgufReaderMalformed, RejectsAZeroDimensionThatHidesAnOverflow) {
   GgufBuilder b;
   b.add_tensor("hidden", {0, std::uint64_t{1} << 40, std::uint64_t{1} << 40}, kTypeF32, {});
@@ -423,6 +435,22 @@ TEST(GgufReaderMalformed, RejectsAZeroDimensionThatHidesAnOverflow) {
   EXPECT_THAT(open_error(bytes_b),
               AllOf(HasSubstr("tensor 'hidden' has ne[2]"), HasSubstr("overflows 64 bits"),
                     HasSubstr(at(layout.tensors[0].dims + 16))));
+}
+
+TEST(GgufReader, FromBytesReadsAnInMemoryFileUnderTheGivenName) {
+  GgufLayout layout;
+  const std::vector<std::byte> bytes = small_file().build(&layout);
+  const GgufReader r = GgufReader::from_bytes(bytes, "weights/in-memory.gguf");
+  EXPECT_EQ(r.path(), "weights/in-memory.gguf");
+  EXPECT_EQ(r.file_size(), bytes.size());
+  EXPECT_EQ(r.raw(r.tensor("c")).data(), bytes.data() + layout.tensors[2].data)
+      << "borrowed, not copied";
+  EXPECT_EQ(r.get<std::string_view>("test.name"), "x");
+  EXPECT_EQ(r.dequantize("b")(0, 0), -8.0f);
+  const std::vector<std::byte> cut(bytes.begin(), bytes.begin() + 10);
+  EXPECT_THAT(format_error([&] { (void)GgufReader::from_bytes(cut); }),
+              AllOf(HasSubstr("latentkv::GgufReader::open: <memory>: unexpected end of file"),
+                    HasSubstr(at(8))));
 }
 
 TEST(GgufReader, OpensAFileWithoutTensors) {

@@ -301,17 +301,28 @@ class GgufReader {
   /// Maps and validates `path`. Throws Error when the file cannot be mapped, FormatError when it is
   /// not a valid GGUF v2/v3 file.
   [[nodiscard]] static GgufReader open(const std::filesystem::path& path) {
-    GgufReader reader(MappedFile::open(path));
+    MappedFile file = MappedFile::open(path);
+    const std::span<const std::byte> bytes = file.bytes();
+    GgufReader reader(std::move(file), bytes, path);
     reader.parse();
     return reader;
   }
 
-  [[nodiscard]] const std::filesystem::path& path() const noexcept { return file_.path(); }
+  /// Validates an in-memory file (e.g. for fuzzing); `name` stands for the file in messages. The
+  /// reader borrows `bytes`: they must outlive it and every view it returns.
+  [[nodiscard]] static GgufReader from_bytes(std::span<const std::byte> bytes,
+                                             std::filesystem::path name = "<memory>") {
+    GgufReader reader(std::nullopt, bytes, std::move(name));
+    reader.parse();
+    return reader;
+  }
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
   [[nodiscard]] std::uint32_t version() const noexcept { return version_; }
   [[nodiscard]] std::uint32_t alignment() const noexcept { return alignment_; }
   /// Absolute file offset of the data section.
   [[nodiscard]] std::uint64_t data_offset() const noexcept { return data_offset_; }
-  [[nodiscard]] std::uint64_t file_size() const noexcept { return file_.size(); }
+  [[nodiscard]] std::uint64_t file_size() const noexcept { return bytes_.size(); }
 
   // -- metadata -----------------------------------------------------------------------------------
 
@@ -415,7 +426,7 @@ class GgufReader {
   /// The tensor's bytes inside the mapping: (size_bytes). `info` must come from this reader.
   [[nodiscard]] std::span<const std::byte> raw(const GgufTensorInfo& info) const {
     require_own(info, "latentkv::GgufReader::raw");
-    return file_.bytes().subspan(info.file_offset, info.size_bytes);
+    return bytes_.subspan(info.file_offset, info.size_bytes);
   }
 
   /// Zero-copy (rows, cols) row-major view of an F32 tensor.
@@ -468,11 +479,13 @@ class GgufReader {
           ", which cannot be dequantized (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
           "Q8_0)");
     }
-    const GgmlTypeTraits& traits = ggml_type_traits(info.type);
-    const auto row_bytes =
-        static_cast<std::size_t>(info.cols() / traits.block_size * traits.block_bytes);
     RowMatrix<float> out(row_count, info.cols());
     if (out.size() == 0) return out;  // a zero dim: there may be many empty rows, nothing to read
+    // Only now is a row's byte count bounded (by the tensor's, which fits in the file): with no
+    // rows to read, cols may be near 2^63 (found by tests/fuzz/gguf_reader_fuzzer).
+    const GgmlTypeTraits& traits = ggml_type_traits(info.type);
+    const auto row_bytes =
+        static_cast<std::size_t>(info.cols()) / traits.block_size * traits.block_bytes;
     const std::byte* src = raw(info).data() + static_cast<std::size_t>(first_row) * row_bytes;
     for (Index r = 0; r < row_count; ++r) {
       kernel(src + static_cast<std::size_t>(r) * row_bytes, out.row(r).data(), info.cols());
@@ -483,7 +496,9 @@ class GgufReader {
  private:
   using RowKernel = void (*)(const std::byte*, float*, std::int64_t) noexcept;
 
-  explicit GgufReader(MappedFile file) : file_(std::move(file)) {}
+  GgufReader(std::optional<MappedFile> file, std::span<const std::byte> bytes,
+             std::filesystem::path path)
+      : file_(std::move(file)), bytes_(bytes), path_(std::move(path)) {}
 
   [[nodiscard]] static RowKernel row_kernel(GgmlType type) noexcept {
     switch (type) {
@@ -574,7 +589,7 @@ class GgufReader {
   // -- parsing ------------------------------------------------------------------------------------
 
   void parse() {
-    detail::GgufCursor cursor(file_.bytes(), file_.path(), "latentkv::GgufReader::open");
+    detail::GgufCursor cursor(bytes_, path_, "latentkv::GgufReader::open");
     parse_header(cursor);
     parse_metadata(cursor);
     parse_alignment(cursor);
@@ -813,7 +828,7 @@ class GgufReader {
 
   void check_tensor_data(detail::GgufCursor& cursor) {
     if (tensors_.empty()) return;
-    const std::uint64_t size = file_.size();
+    const std::uint64_t size = bytes_.size();
     if (data_offset_ > size) {
       cursor.fail(cursor.position(), "the data section would start at byte offset ", data_offset_,
                   ", past the end of the file (", size, " bytes)");
@@ -850,7 +865,9 @@ class GgufReader {
     return ((v & 0xffu) << 24) | ((v & 0xff00u) << 8) | ((v >> 8) & 0xff00u) | (v >> 24);
   }
 
-  MappedFile file_;
+  std::optional<MappedFile> file_;    // absent for from_bytes()
+  std::span<const std::byte> bytes_;  // the whole file
+  std::filesystem::path path_;
   std::uint32_t version_ = 0;
   std::uint32_t alignment_ = kDefaultAlignment;
   std::uint64_t tensor_count_ = 0;
