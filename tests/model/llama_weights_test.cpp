@@ -6,6 +6,7 @@
 // Hugging Face-order weights; validate() and the loader reject what they do not support.
 #include "latentkv/model/llama_weights.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -21,6 +22,7 @@ namespace latentkv {
 namespace {
 
 using testing::GgufBuilder;
+using ::testing::HasSubstr;
 using testing::meta;
 using testing::TempFile;
 
@@ -154,19 +156,17 @@ TEST(LoadLlamaWeights, RejectsUnsupportedFiles) {
   const LlamaWeights w = testing::random_llama_weights(testing::tiny_llama_config(), 24);
   FileOptions qwen;
   qwen.architecture = "qwen2";
-  EXPECT_NE(load_error(llama_gguf(w, qwen)).find("general.architecture = \"qwen2\""),
-            std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, qwen)), HasSubstr("general.architecture = 'qwen2'"));
 
   FileOptions bias;
   bias.extra = [](GgufBuilder& b) {
     b.add_tensor("blk.1.attn_k.bias", {16}, 0, testing::f32_bytes(std::vector<float>(16, 0.0f)));
   };
-  EXPECT_NE(load_error(llama_gguf(w, bias)).find("\"blk.1.attn_k.bias\": attention biases"),
-            std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, bias)), HasSubstr("'blk.1.attn_k.bias': attention biases"));
 
   FileOptions scaling;
   scaling.extra = [](GgufBuilder& b) { b.add("llama.rope.scaling.type", meta("linear")); };
-  EXPECT_NE(load_error(llama_gguf(w, scaling)).find("RoPE scaling"), std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, scaling)), HasSubstr("RoPE scaling"));
   FileOptions no_scaling;
   no_scaling.extra = [](GgufBuilder& b) { b.add("llama.rope.scaling.type", meta("none")); };
   EXPECT_EQ(load_error(llama_gguf(w, no_scaling)), "no error");
@@ -175,24 +175,24 @@ TEST(LoadLlamaWeights, RejectsUnsupportedFiles) {
   factors.extra = [](GgufBuilder& b) {
     b.add_tensor("rope_freqs.weight", {4}, 0, testing::f32_bytes(std::vector<float>(4, 1.0f)));
   };
-  EXPECT_NE(load_error(llama_gguf(w, factors)).find("rope_freqs.weight"), std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, factors)), HasSubstr("rope_freqs.weight"));
 
   FileOptions partial;
   partial.extra = [](GgufBuilder& b) {
     b.add("llama.rope.dimension_count", meta<std::uint32_t>(4));
   };
-  EXPECT_NE(load_error(llama_gguf(w, partial)).find("partial rotary"), std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, partial)), HasSubstr("partial rotary"));
 
   FileOptions transposed;
   transposed.bad_shape = "blk.1.ffn_up.weight";
-  EXPECT_NE(load_error(llama_gguf(w, transposed))
-                .find("tensor \"blk.1.ffn_up.weight\" has 2 dims ne = [48, 32], expected [32, 48]"),
-            std::string::npos);
+  EXPECT_THAT(
+      load_error(llama_gguf(w, transposed)),
+      HasSubstr("tensor 'blk.1.ffn_up.weight' has 2 dims ne = [48, 32], expected [32, 48]"));
 
   FileOptions missing;
   missing.skip_tensor = "blk.0.attn_v.weight";
-  EXPECT_NE(load_error(llama_gguf(w, missing)).find("no tensor named \"blk.0.attn_v.weight\""),
-            std::string::npos);
+  EXPECT_THAT(load_error(llama_gguf(w, missing)),
+              HasSubstr("no tensor named 'blk.0.attn_v.weight'"));
 }
 
 TEST(LlamaWeights, ValidateNamesTheLayerAndWeight) {
@@ -203,9 +203,7 @@ TEST(LlamaWeights, ValidateNamesTheLayerAndWeight) {
     w.validate();
     FAIL() << "expected InvalidArgument";
   } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 1 attention.wk is (32, 15), expected (32, 16)"),
-              std::string::npos)
-        << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("layer 1 attention.wk is (32, 15), expected (32, 16)"));
   }
   LlamaWeights tied = testing::random_llama_weights(testing::tiny_llama_config(true), 26);
   tied.output = tied.token_embedding;  // tied, yet a separate head

@@ -81,7 +81,11 @@ inline constexpr Index kQueryBlock = 32;
   const Index num_blocks = (tokens + kQueryBlock - 1) / kQueryBlock;
   const Index num_tasks = num_blocks * num_kv_heads;
 
-  LATENTKV_OMP(parallel) {
+  // Threads only pay off beyond ~1M multiply-adds; below that, fork/join costs more than it saves.
+  const double work = static_cast<double>(tokens) * static_cast<double>(first_position + tokens) *
+                      static_cast<double>(num_heads * (d_k + d_v));
+  const bool parallel = num_tasks > 1 && work > 1e6;
+  LATENTKV_OMP(parallel if (parallel)) {
     RowMatrix<float> stacked;  // (group·rows, d_k): the group's queries, head by head
     RowMatrix<float> scores;   // (group·rows, span)
     RowMatrix<float> mixed;    // (group·rows, d_v)

@@ -52,7 +52,7 @@ inline void rms_norm(const MatrixCRef<float>& x, const VectorCRef<float>& gain, 
                                    "), expected gain (cols) and out shaped like x");
   }
   const Index d = x.cols();
-  LATENTKV_OMP(parallel for if (x.rows() >= 64))
+  LATENTKV_OMP(parallel for if (x.size() >= (Index{1} << 16)))
   for (Index t = 0; t < x.rows(); ++t) {
     const double sum_squares = x.row(t).cast<double>().squaredNorm();
     const float variance = static_cast<float>(sum_squares / static_cast<double>(d));

@@ -129,7 +129,7 @@ namespace detail {
   const GgufTensorInfo& info = reader.tensor(name);
   if (info.n_dims != 2 || info.rows() != rows || info.cols() != cols) {
     raise<FormatError>("latentkv::load_llama_weights", reader.path().string(), ": tensor ",
-                       quoted(name), " has ", info.n_dims, " dims ne = [", info.ne[0], ", ",
+                       detail::quoted(name), " has ", info.n_dims, " dims ne = [", info.ne[0], ", ",
                        info.ne[1], "], expected [", cols, ", ", rows, "]");
   }
   return reader.dequantize(info);
@@ -140,7 +140,7 @@ namespace detail {
   const GgufTensorInfo& info = reader.tensor(name);
   if (info.n_dims != 1 || info.cols() != size) {
     raise<FormatError>("latentkv::load_llama_weights", reader.path().string(), ": tensor ",
-                       quoted(name), " has ", info.n_dims, " dims ne[0] = ", info.ne[0],
+                       detail::quoted(name), " has ", info.n_dims, " dims ne[0] = ", info.ne[0],
                        ", expected 1 dim of ", size);
   }
   const RowMatrix<float> row = reader.dequantize(info);
@@ -177,7 +177,8 @@ namespace detail {
     }
   }
   if (reader.find_tensor("rope_freqs.weight") != nullptr) {
-    fail("tensor \"rope_freqs.weight\" (RoPE frequency factors) is not supported");
+    fail("tensor ", detail::quoted("rope_freqs.weight"),
+         " (RoPE frequency factors) is not supported");
   }
   if (reader.contains("llama.expert_count") &&
       reader.get_integer<Index>("llama.expert_count") != 0) {
