@@ -136,7 +136,7 @@ int run(const Options& o) {
   const auto tokenize_start = std::chrono::steady_clock::now();
   const std::vector<std::int32_t> ids = tokenizer.encode(read_text(o.text));
   const auto num_ids = static_cast<Index>(ids.size());
-  std::fprintf(stderr, "%s: %s: %ld tokens (no BOS) in %.1f s, %ld chunks of %ld\n", kTool,
+  std::fprintf(stderr, "%s: %s: %ld tokens (no BOS) in %.2f s, %ld chunks of %ld\n", kTool,
                o.text.filename().c_str(), static_cast<long>(num_ids), seconds_since(tokenize_start),
                static_cast<long>(num_ids / o.ctx), static_cast<long>(o.ctx));
   if (num_ids < o.ctx) {
