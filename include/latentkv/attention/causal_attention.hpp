@@ -84,7 +84,7 @@ inline constexpr Index kQueryBlock = 32;
   // Threads only pay off beyond ~1M multiply-adds; below that, fork/join costs more than it saves.
   const double work = static_cast<double>(tokens) * static_cast<double>(first_position + tokens) *
                       static_cast<double>(num_heads * (d_k + d_v));
-  const bool parallel = num_tasks > 1 && work > 1e6;
+  [[maybe_unused]] const bool parallel = num_tasks > 1 && work > 1e6;
   LATENTKV_OMP(parallel if (parallel)) {
     RowMatrix<float> stacked;  // (group·rows, d_k): the group's queries, head by head
     RowMatrix<float> scores;   // (group·rows, span)

@@ -152,7 +152,7 @@ template <class Model, class Cache, class OnChunk>
             }
           }
           double block_total = 0.0;
-          const bool parallel = rows * logits.cols() >= (Index{1} << 16);
+          [[maybe_unused]] const bool parallel = rows * logits.cols() >= (Index{1} << 16);
           LATENTKV_OMP(parallel for reduction(+ : block_total) schedule(static) if (parallel))
           for (Index r = 0; r < rows; ++r) {
             const std::int32_t target = chunk[static_cast<std::size_t>(first + r + 1)];
