@@ -6,8 +6,9 @@
 // tools/reference/README.md):
 //   transformers fp32: |Δ mean NLL| ≤ 1e-4 nats per chunk and overall (item 4); PPL within 1 %;
 //   llama.cpp: |ln(PPL / PPL_llama.cpp)| ≤ 0.01, per-chunk |Δ| ≤ 0.015 nats (item 5).
-// The ids going in are checked first: 304,830 tokens, the first 4096 equal to llama.cpp's.
-// Skips when the model or WikiText-2 is absent ($LATENTKV_WIKITEXT overrides the path).
+// N = 4 and N = 16 chunks (every N the fixture has). The ids going in are checked first: 304,830
+// tokens, the first 4096 equal to llama.cpp's. Skips when the model or WikiText-2 is absent
+// ($LATENTKV_WIKITEXT overrides the path).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -97,6 +98,10 @@ TEST_F(SmolLm2Perplexity, WikiTextIdsAreLlamaCppsIds) {
 
 TEST_F(SmolLm2Perplexity, FirstFourChunksMatchTransformersAndLlamaCpp) {
   check_against_references(4);
+}
+
+TEST_F(SmolLm2Perplexity, FirstSixteenChunksMatchTransformersAndLlamaCpp) {
+  check_against_references(16);
 }
 
 }  // namespace

@@ -184,6 +184,23 @@ class CountingCache {
 };
 static_assert(KvCache<CountingCache>);
 
+struct WithoutReset {  // everything but reset(): not a KvCache
+  RowMatrix<float> attend(Index, const MatrixCRef<float>& x, Index) { return x; }
+  [[nodiscard]] Index length(Index) const { return 0; }
+  [[nodiscard]] Index num_layers() const { return 1; }
+  [[nodiscard]] std::int64_t bytes_per_token() const { return 0; }
+};
+static_assert(!KvCache<WithoutReset>);
+
+struct AttendReturnsAnExpression {  // attend must return a plain RowMatrix<float>
+  auto attend(Index, const MatrixCRef<float>& x, Index) { return x * 2.0f; }
+  void reset() {}
+  [[nodiscard]] Index length(Index) const { return 0; }
+  [[nodiscard]] Index num_layers() const { return 1; }
+  [[nodiscard]] std::int64_t bytes_per_token() const { return 0; }
+};
+static_assert(!KvCache<AttendReturnsAnExpression>);
+
 TEST_F(TinyLlama, AnyKvCacheModelPlugsIn) {
   CountingCache cache(model_.weights());
   const RowMatrix<float> logits = model_.forward(tokens_, cache);
