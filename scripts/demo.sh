@@ -68,6 +68,9 @@ echo "== model"
 model=$(scripts/fetch-model.sh)
 
 echo "== perplexity"
+# Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread steals the
+# core its partner needs (large parallel regions, so the wake-up latency costs nothing here).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 args=(--model "$model" --ctx "$ctx")
 if ((all)); then
   args+=(--all)

@@ -21,6 +21,7 @@
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/rope.hpp"
 #include "latentkv/linalg/matrix.hpp"
+#include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/kv_cache.hpp"
 #include "latentkv/model/llama_weights.hpp"
 
@@ -63,10 +64,10 @@ class DenseKvCache {
     const AttentionWeights& w = weights_->layers[static_cast<std::size_t>(layer)].attention;
 
     RowMatrix<float> queries(tokens, c.q_dim());
-    queries.noalias() = x * w.wq;
+    parallel_product(x, w.wq, queries);
     auto new_keys = cache.keys.middleRows(position, tokens);
-    new_keys.noalias() = x * w.wk;
-    cache.values.middleRows(position, tokens).noalias() = x * w.wv;
+    parallel_product(x, w.wk, new_keys);
+    parallel_product(x, w.wv, cache.values.middleRows(position, tokens));
     const auto rotate = [&](float* data, Index row_stride, Index heads) {
       rope_rotate_rows(data, tokens, row_stride, static_cast<int>(heads),
                        static_cast<int>(c.head_dim), static_cast<int>(c.rope_dim), c.rope_base,
@@ -81,7 +82,7 @@ class DenseKvCache {
         causal_attention(queries, keys(layer), values(layer), c.num_heads, c.num_kv_heads, position,
                          scale);  // (tokens, n_q·h)
     RowMatrix<float> out(tokens, c.d_model);
-    out.noalias() = heads * w.wo;
+    parallel_product(heads, w.wo, out);
     return out;
   }
 

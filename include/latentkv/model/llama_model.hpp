@@ -105,15 +105,17 @@ class LlamaModel {
     RowMatrix<float> normed(n, c.d_model);
     RowMatrix<float> gate(n, c.ffn_dim);
     RowMatrix<float> up(n, c.ffn_dim);
+    RowMatrix<float> mlp(n, c.d_model);
     for (Index l = 0; l < c.num_layers; ++l) {
       const LayerWeights& layer = weights_.layers[static_cast<std::size_t>(l)];
       rms_norm(h, layer.attention_norm, c.norm_eps, normed);
       h += cache.attend(l, normed, position);
       rms_norm(h, layer.ffn_norm, c.norm_eps, normed);
-      gate.noalias() = normed * layer.ffn.w_gate;
-      up.noalias() = normed * layer.ffn.w_up;
+      parallel_product(normed, layer.ffn.w_gate, gate);
+      parallel_product(normed, layer.ffn.w_up, up);
       gate.array() = gate.array() / (1.0f + (-gate.array()).exp()) * up.array();  // silu ⊙ up
-      h.noalias() += gate * layer.ffn.w_down;
+      parallel_product(gate, layer.ffn.w_down, mlp);
+      h += mlp;
     }
     rms_norm(h, weights_.output_norm, c.norm_eps, normed);
     return normed;
@@ -123,7 +125,7 @@ class LlamaModel {
   [[nodiscard]] RowMatrix<float> logits(const MatrixCRef<float>& hidden) const {
     check_hidden(hidden, "latentkv::LlamaModel::logits");
     RowMatrix<float> out(hidden.rows(), config().vocab_size);
-    out.noalias() = hidden * weights_.output_head().transpose();
+    parallel_product(hidden, weights_.output_head().transpose(), out);
     return out;
   }
 
@@ -151,7 +153,7 @@ class LlamaModel {
       for (Index first = 0; first < count; first += kLogitsBlock) {
         const Index rows = std::min(kLogitsBlock, count - first);
         block.resize(rows, config().vocab_size);
-        block.noalias() = hidden.middleRows(first, rows) * weights_.output_head().transpose();
+        parallel_product(hidden.middleRows(first, rows), weights_.output_head().transpose(), block);
         const MatrixCRef<float> view(block);
         on_logits(start + first, view);
       }
@@ -174,9 +176,9 @@ class LlamaModel {
                                      "tokens is empty, expected at least 1");
     }
     const RowMatrix<float> hidden = hidden_states(tokens, cache);
-    Vector<float> out(config().vocab_size);
-    out.noalias() = weights_.output_head() * hidden.row(hidden.rows() - 1).transpose();
-    return out;
+    RowMatrix<float> out(1, config().vocab_size);
+    parallel_product(hidden.bottomRows(1), weights_.output_head().transpose(), out);
+    return out.transpose();
   }
 
  private:
