@@ -37,9 +37,9 @@ namespace latentkv {
 /// Receives logits a block of rows at a time: sink(first, logits), logits: (rows, vocab_size),
 /// row r is the prediction after token first + r of the forward call.
 template <class S>
-concept LogitsSink = std::invocable < S&,
-        Index, const MatrixCRef<float>
-& > ;
+concept LogitsSink = requires(S& sink, Index first, const MatrixCRef<float>& logits) {
+  sink(first, logits);
+};
 
 /// RMSNorm of each row: out.row(t) = gain ⊙ (x.row(t) / sqrt(mean(x.row(t)²) + eps)).
 /// x, out: (rows, d); gain: (d). `out` may alias `x`.
