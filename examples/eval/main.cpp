@@ -105,7 +105,7 @@ std::string format(const char* pattern, double value) {
 }
 
 int run(const Options& o) {
-  // Cheap checks first, before minutes of loading and tokenizing.
+  // Cheap checks first, before loading the model and tokenizing the text.
   require_file(o.model, "--model");
   require_file(o.text, "--text");
   if (o.ctx < 2) {
