@@ -17,6 +17,10 @@
 // Precision follows transformers' fp32 LlamaForCausalLM: the residual stream, norms, products and
 // softmax are fp32 (the mean of squares of RMSNorm is summed in double and rounded to fp32 before
 // eps is added). Token ids are checked (0 ≤ id < vocab_size); errors name the offending index.
+//
+// Threads: the large products run as independent slices (linalg/parallel.hpp, parallel_product)
+// and attention as one task per (KV head, query block), under OpenMP. The model is immutable after
+// construction: const member functions may run concurrently, each thread with its own cache.
 #pragma once
 
 #include <algorithm>
