@@ -13,20 +13,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(cmake make g++ git python3 python3-pip unzip libeigen3-dev libgtest-dev libgmock-dev
-          libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "== installing missing Debian packages: ${missing[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=lib/packages.sh
+source scripts/lib/packages.sh
+latentkv_install_missing_packages cmake make g++ git python3 python3-pip unzip libeigen3-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev
 
 # nvcc is usually outside PATH on a fresh machine with the toolkit.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then

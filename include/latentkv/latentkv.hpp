@@ -5,9 +5,12 @@
 // include latentkv/cuda/*.hpp explicitly (and link latentkv::cuda) for the GPU paths.
 #pragma once
 
+#include "latentkv/attention/causal_attention.hpp"
 #include "latentkv/core/config.hpp"
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/half.hpp"
+#include "latentkv/core/rope.hpp"
+#include "latentkv/eval/perplexity.hpp"
 #include "latentkv/factorize/exact_svd_factorizer.hpp"
 #include "latentkv/factorize/factorize_batch.hpp"
 #include "latentkv/factorize/factorizer.hpp"
@@ -21,4 +24,9 @@
 #include "latentkv/io/mapped_file.hpp"
 #include "latentkv/io/safetensors.hpp"
 #include "latentkv/linalg/matrix.hpp"
+#include "latentkv/linalg/parallel.hpp"
+#include "latentkv/model/dense_kv_cache.hpp"
+#include "latentkv/model/kv_cache.hpp"
+#include "latentkv/model/llama_model.hpp"
+#include "latentkv/model/llama_weights.hpp"
 #include "latentkv/model/model_config.hpp"
