@@ -107,7 +107,10 @@ std::string format(const char* pattern, double value) {
 int run(const Options& o) {
   // Cheap checks first, before loading the model and tokenizing the text.
   require_file(o.model, "--model");
-  require_file(o.text, "--text");
+  if (!fs::is_regular_file(o.text)) {
+    usage_error("--text: no file at ", o.text,
+                " (pass --text FILE or set LATENTKV_WIKITEXT to wikitext-2-raw-test.txt)");
+  }
   if (o.ctx < 2) {
     usage_error("--ctx = ", o.ctx, ", expected >= 2 (a chunk predicts ctx - 1 tokens)");
   }
