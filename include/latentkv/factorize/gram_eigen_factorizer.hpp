@@ -11,11 +11,12 @@
 // error is reported as Σ_{i>r} λ_i directly (no cancellation).
 //
 // Why it exists: on the tall K/V shapes (d_model >> n_kv·h, e.g. 4096 x 1024) it costs one SYRK and
-// one n x n eigensolve and is ~1.6x faster than BDCSVD on the full matrix, with the same error.
+// one n x n eigensolve and is ~1.5x faster than BDCSVD on the full matrix, with the same error.
 // Directions with σ_i = 0 get a zero column of A (and zero row of B) on the side that needs a
 // division; the product A·B is unaffected.
 //
-// GramPrecision::kMixed (opt-in) trades exactness for ~1.4x speed on large matrices: the n x n
+// GramPrecision::kMixed (opt-in) trades exactness for speed (measured on 4096 x 1024: 1.6x at
+// r = n/4, 1.2x at r = n/2, slower at r = 3n/4): the n x n
 // eigensolve runs in float, then `refinement_iterations` steps of subspace iteration on the double
 // Gram matrix over k = r + max(8, r/8) vectors and a double Rayleigh–Ritz step restore the leading
 // subspace. Float cannot separate eigenvalues below ~1e-7·λ_1, so when the kept part of the
