@@ -8,7 +8,9 @@
 #      when nvcc exists; tests that need a GPU skip without one),
 #   3. checks clang-format on every tracked C++/CUDA file,
 #   4. fetches the real model (scripts/fetch-model.sh) for the `model` tests, when that script exists,
-#   5. runs ctest (all labels; set LATENTKV_CTEST_ARGS to filter, e.g. "-L cpu").
+#   5. runs ctest (all labels; set LATENTKV_CTEST_ARGS to filter, e.g. "-L cpu"),
+#   6. runs a short fuzzing smoke of the file parsers (scripts/fuzz.sh, 30 s per target; clang +
+#      libFuzzer; LATENTKV_FUZZ_SECONDS changes the time, 0 skips it).
 # Environment: LATENTKV_BUILD_DIR (default build/test), LATENTKV_JOBS (default nproc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,7 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/packages.sh
 source scripts/lib/packages.sh
 latentkv_install_missing_packages cmake make g++ git python3 python3-pip unzip libeigen3-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev \
+  clang libclang-rt-dev
 
 # nvcc is usually outside PATH on a fresh machine with the toolkit.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -52,3 +55,9 @@ fi
 echo "== ctest"
 # shellcheck disable=SC2086
 ctest --test-dir "$build_dir" -j"$jobs" --output-on-failure ${LATENTKV_CTEST_ARGS:-}
+
+fuzz_seconds=${LATENTKV_FUZZ_SECONDS:-30}
+if ((fuzz_seconds > 0)); then
+  echo "== fuzz smoke (${fuzz_seconds} s per target)"
+  scripts/fuzz.sh "$fuzz_seconds"
+fi
