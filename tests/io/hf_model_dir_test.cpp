@@ -311,6 +311,19 @@ TEST(HfModelDir, ReadsTheShardedTinyLlamaLikePythonSafetensors) {
                     HasSubstr("21 tensors")));
 }
 
+TEST(HfModelDir, ViewsStayValidAfterTheDirectoryIsMoved) {
+  HfModelDir first = HfModelDir::open(kTinyLlama);
+  const std::string name = HfLlamaNames::v_proj(1);
+  const SafetensorsTensorInfo* info = &first.tensor(name);
+  const std::byte* data = first.raw(name).data();
+  const RowMatrix<float> before = first.read_float(name);
+  const HfModelDir moved = std::move(first);
+  EXPECT_EQ(&moved.tensor(name), info);
+  EXPECT_EQ(moved.raw(name).data(), data);
+  EXPECT_EQ(moved.read_float(name), before);
+  EXPECT_EQ(moved.config().num_layers, 2);
+}
+
 TEST(HfLlamaNames, SpellsTheHuggingFaceNames) {
   EXPECT_EQ(HfLlamaNames::q_proj(0), "model.layers.0.self_attn.q_proj.weight");
   EXPECT_EQ(HfLlamaNames::v_proj(12), "model.layers.12.self_attn.v_proj.weight");
