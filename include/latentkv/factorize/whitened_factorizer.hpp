@@ -15,6 +15,7 @@
 #pragma once
 
 #include <Eigen/Cholesky>
+#include <Eigen/SVD>
 #include <cmath>
 #include <utility>
 
@@ -141,6 +142,21 @@ class WhitenedFactorizer {
     out.source_norm = std::sqrt(total);
     out.relative_error = total > 0.0 ? std::sqrt(err / total) : 0.0;
     return out;
+  }
+
+  /// σ of the whitened matrix Lᵀ·W: (min(d, cols)), descending — the spectrum factorize()
+  /// truncates, so a rank schedule planning on it trades the activation-weighted error.
+  [[nodiscard]] Vector<double> singular_values(const MatrixCRef<Scalar>& w) const {
+    constexpr const char* kWhere = "latentkv::WhitenedFactorizer::singular_values";
+    detail::require_nonempty(w, kWhere, "w");
+    detail::require_finite(w, kWhere, "w");
+    if (w.rows() != lower_.rows()) {
+      detail::raise<InvalidArgument>(kWhere, "w has ", w.rows(), " rows, expected ", lower_.rows(),
+                                     " (the size of the Gram matrix)");
+    }
+    const ColMatrix<double> whitened = lower_.transpose() * w.template cast<double>();
+    const Eigen::BDCSVD<ColMatrix<double>> svd(whitened);
+    return svd.singularValues();
   }
 
   /// δ added to the Gram diagonal (0 when XᵀX was positive definite enough).

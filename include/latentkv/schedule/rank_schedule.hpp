@@ -115,7 +115,7 @@ struct RankBudget {
   Index multiple = 1;   ///< ranks rounded to multiples of this (>= 1; e.g. 8/16/32 for tiles)
   /// Per-entry upper bounds (a plan of the same layout), e.g. the plan a checkpoint was made
   /// with when it is loaded at a smaller budget. Empty: max_rank everywhere.
-  std::optional<RankPlan> ceiling;
+  std::optional<RankPlan> ceiling = std::nullopt;
 };
 
 /// S::plan(problem, budget) returns a plan meeting the contract of the notation block and throws
