@@ -1,8 +1,12 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// latentkv-eval: perplexity of a GGUF checkpoint by the protocol of DESIGN §10.
-//   latentkv-eval --model M.gguf [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
+// latentkv-eval: perplexity of a GGUF checkpoint by the protocol of DESIGN §10, dense or through
+// the latent KV cache of a compressed checkpoint (latentkv-compress, docs/FORMAT.md).
+//   latentkv-eval --model M.gguf [--compressed C.safetensors [--budget B] [--cache-dtype f32|f16]]
+//                 [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
+//   --budget B < C's own: re-planned by C's schedule on C's spectra and applied by truncation
+//         (compress/elastic.hpp); a search plan re-runs its search on C's factors, from C's plan
 //   text  (default $LATENTKV_WIKITEXT, else the shared WikiText-2 test split) tokenized as one
 //         string, no BOS → chunks of ctx tokens (short tail dropped) → each chunk from an empty
 //         KV cache → PPL = exp(mean NLL of the ctx − 1 predictions per chunk)
@@ -22,7 +26,13 @@
 #include <string>
 #include <vector>
 
+#include "../common/tool_support.hpp"
+#include "latentkv/cache/latent_kv_cache.hpp"
+#include "latentkv/compress/calibration.hpp"
+#include "latentkv/compress/dispatch.hpp"
+#include "latentkv/compress/elastic.hpp"
 #include "latentkv/eval/perplexity.hpp"
+#include "latentkv/io/compressed_checkpoint.hpp"
 #include "latentkv/io/gguf_reader.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
@@ -32,52 +42,22 @@
 namespace {
 
 using latentkv::Index;
-namespace fs = std::filesystem;
+using namespace latentkv::tools;
+namespace lk = latentkv;
 
 constexpr const char* kTool = "latentkv-eval";
 
 struct Options {
   fs::path model;
+  fs::path compressed;
+  double budget = 0.0;  // 0: the compressed checkpoint's own
+  std::string cache_dtype = "f32";
   fs::path text;
   Index ctx = 1024;
   Index chunks = 4;
   bool all = false;
   int threads = 0;  // 0: OpenMP's default (every core)
 };
-
-fs::path default_text() {
-  if (const char* env = std::getenv("LATENTKV_WIKITEXT"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return LATENTKV_DEFAULT_WIKITEXT;
-}
-
-/// Throws InvalidArgument with the message parts concatenated (main() prefixes the tool's name).
-template <class... Parts>
-[[noreturn]] void usage_error(const Parts&... parts) {
-  throw latentkv::InvalidArgument(latentkv::detail::concat(parts...));
-}
-
-/// Throws InvalidArgument naming the option when `path` is not a readable regular file.
-void require_file(const fs::path& path, const char* option) {
-  if (!fs::is_regular_file(path)) {
-    usage_error(option, ": no file at ", path, fs::exists(path) ? " (not a regular file)" : "");
-  }
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (!in && !in.eof()) {
-    usage_error("--text: cannot read ", path);
-  }
-  return out.str();
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 /// Runs the protocol through `cache`, printing per-chunk progress to stderr.
 template <class Cache>
@@ -95,13 +75,60 @@ latentkv::PerplexityResult evaluate(const latentkv::LlamaModel& model, Cache& ca
 }
 
 void print_row(const char* name, const std::string& value) {
-  std::printf("| %-20s | %-14s |\n", name, value.c_str());
+  std::printf("| %-24s | %-16s |\n", name, value.c_str());
 }
 
-std::string format(const char* pattern, double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, pattern, value);
-  return buffer;
+/// The compressed checkpoint at `o.budget` (its own plan when 0): re-planned by its schedule and
+/// truncated. Messages go to stderr.
+lk::CompressedModel load_compressed(const Options& o, const lk::LlamaModel& model,
+                                    const lk::BpeTokenizer& tokenizer) {
+  require_file(o.compressed, "--compressed");
+  const lk::CompressedCheckpointInfo info = lk::read_compressed_checkpoint_info(o.compressed);
+  const lk::ModelConfig& a = info.config;
+  const lk::ModelConfig& b = model.config();
+  if (a.num_layers != b.num_layers || a.d_model != b.d_model || a.num_heads != b.num_heads ||
+      a.num_kv_heads != b.num_kv_heads || a.head_dim != b.head_dim ||
+      a.vocab_size != b.vocab_size) {
+    usage_error("--compressed ", o.compressed, " was made from a model with ", a.num_layers,
+                " layers, d_model ", a.d_model, ", ", a.num_heads, "/", a.num_kv_heads,
+                " heads of ", a.head_dim, "; --model has ", b.num_layers, ", ", b.d_model, ", ",
+                b.num_heads, "/", b.num_kv_heads, " heads of ", b.head_dim);
+  }
+  lk::CompressedModel compressed = lk::load_compressed_checkpoint(o.compressed);
+  if (o.budget == 0.0) return compressed;
+  const double own = lk::compressed_plan(compressed).budget();
+  if (!(o.budget > 0.0 && o.budget <= own + 1e-12)) {
+    usage_error("--budget = ", o.budget, ", expected in (0, ", own, "] (", o.compressed.filename(),
+                " holds budget ", own, "; a larger one needs recompressing)");
+  }
+  nlohmann::json state = nlohmann::json::object();
+  if (const auto it = info.metadata.find("schedule_state"); it != info.metadata.end()) {
+    state = nlohmann::json::parse(it->second);
+  }
+  Index multiple = 1;
+  if (const auto it = info.metadata.find("multiple"); it != info.metadata.end()) {
+    multiple = std::stol(it->second);
+  }
+  const std::string& name = compressed.plan.schedule;
+  std::optional<lk::KlDivergence> divergence;
+  lk::GreedySearchRankSchedule::Divergence search;
+  if (name == "search") {
+    const Index tokens = state.value("divergence_tokens", Index{256});
+    const std::vector<std::int32_t> ids = tail_tokens(
+        tokenizer.encode(read_text(default_text(), "calibration")), tokens, "divergence_tokens");
+    divergence.emplace(model, compressed, ids);
+    search = [&](const lk::RankPlan& p) {
+      return (*divergence)(lk::expand_compressed_plan(compressed, p));
+    };
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const lk::AnyRankSchedule schedule = lk::schedule_from_state(name, state, search);
+  lk::CompressedModel out = std::visit(
+      [&](const auto& s) { return lk::rebudget(compressed, s, o.budget, multiple); }, schedule);
+  std::fprintf(stderr, "%s: re-planned %s at budget %.4g (file: %.4g) by schedule %s in %.1f s\n",
+               kTool, o.compressed.filename().c_str(), o.budget, own, name.c_str(),
+               seconds_since(start));
+  return out;
 }
 
 int run(const Options& o) {
@@ -120,6 +147,10 @@ int run(const Options& o) {
   if (o.threads < 0) {
     usage_error("--threads = ", o.threads, ", expected >= 1");
   }
+  if (o.compressed.empty() && o.budget != 0.0) {
+    usage_error("--budget needs --compressed (a dense model has no budget to change)");
+  }
+  if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
   if (o.threads > 0) latentkv::set_threads(o.threads);
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -137,7 +168,7 @@ int run(const Options& o) {
                static_cast<long>(c.head_dim), static_cast<long>(c.vocab_size), load_seconds);
 
   const auto tokenize_start = std::chrono::steady_clock::now();
-  const std::vector<std::int32_t> ids = tokenizer.encode(read_text(o.text));
+  const std::vector<std::int32_t> ids = tokenizer.encode(read_text(o.text, "--text"));
   const auto num_ids = static_cast<Index>(ids.size());
   std::fprintf(stderr, "%s: %s: %ld tokens (no BOS) in %.2f s, %ld chunks of %ld\n", kTool,
                o.text.filename().c_str(), static_cast<long>(num_ids), seconds_since(tokenize_start),
@@ -153,17 +184,30 @@ int run(const Options& o) {
   const latentkv::PerplexityOptions options{.ctx = o.ctx, .max_chunks = o.all ? 0 : o.chunks};
   const Index chunks = o.all ? num_ids / o.ctx : o.chunks;
 
-  // The KV cache the model runs through. Here the next issue adds `--compressed C.safetensors`:
-  // it loads the compressed checkpoint and evaluates through its latent cache instead (same
-  // evaluate() call, another KvCache type); everything above and below stays as it is.
-  latentkv::DenseKvCache cache(model.weights(), o.ctx);
-  const std::string cache_name = "dense fp32";
-  const latentkv::PerplexityResult r = evaluate(model, cache, ids, options, chunks);
+  latentkv::PerplexityResult r;
+  std::string cache_name = "dense fp32";
+  if (o.compressed.empty()) {
+    latentkv::DenseKvCache cache(model.weights(), o.ctx);
+    r = evaluate(model, cache, ids, options, chunks);
+  } else {
+    const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
+    cache_name = "latent " + o.cache_dtype + " (" + compressed.grouping + ", " +
+                 compressed.plan.schedule + ", budget " + format("%.4f", compressed.plan.budget()) +
+                 ")";
+    if (o.cache_dtype == "f16") {
+      lk::LatentKvCache<std::uint16_t> cache(model.weights(), compressed, o.ctx);
+      r = evaluate(model, cache, ids, options, chunks);
+    } else {
+      lk::LatentKvCache<float> cache(model.weights(), compressed, o.ctx);
+      r = evaluate(model, cache, ids, options, chunks);
+    }
+  }
+  const std::int64_t dense_bytes = 2 * c.num_layers * c.kv_dim() * 4;
 
   std::printf("\n%s: %s, %s KV cache, %d threads\n\n", kTool, o.model.filename().c_str(),
               cache_name.c_str(), latentkv::max_threads());
-  std::printf("| %-20s | %-14s |\n|%s|%s|\n", "metric", "value", std::string(22, '-').c_str(),
-              std::string(16, '-').c_str());
+  std::printf("| %-24s | %-16s |\n|%s|%s|\n", "metric", "value", std::string(26, '-').c_str(),
+              std::string(18, '-').c_str());
   print_row("PPL", format("%.4f", r.ppl));
   print_row("mean NLL (nats)", format("%.6f", r.mean_nll));
   print_row("ctx", std::to_string(r.ctx));
@@ -172,6 +216,8 @@ int run(const Options& o) {
   print_row("seconds", format("%.1f", r.seconds));
   print_row("tokens/s", format("%.1f", r.tokens_per_second()));
   print_row("KV bytes per token", std::to_string(r.kv_bytes_per_token));
+  print_row("KV vs dense fp32", format("%.4f", static_cast<double>(r.kv_bytes_per_token) /
+                                                   static_cast<double>(dense_bytes)));
   return 0;
 }
 
@@ -191,7 +237,15 @@ int main(int argc, char** argv) {
   CLI::Option* all = app.add_flag("--all", o.all, "evaluate every complete chunk of the text");
   chunks->excludes(all);
   app.add_option("--threads", o.threads, "threads (default: every core)");
-  // Next issue: app.add_option("--compressed", ...) selects a latent cache (see run()).
+  app.add_option(
+      "--compressed", o.compressed,
+      "compressed checkpoint of --model (latentkv-compress): evaluate through its latent "
+      "KV cache");
+  app.add_option("--budget", o.budget,
+                 "with --compressed: a smaller budget than the file's, re-planned and truncated");
+  app.add_option("--cache-dtype", o.cache_dtype, "with --compressed: latent storage f32|f16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16"}));
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

@@ -21,8 +21,10 @@
 
 #include <concepts>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "latentkv/core/error.hpp"
 #include "latentkv/io/gguf_reader.hpp"
@@ -121,7 +123,10 @@ class GgufAttentionSource {
 /// outlive the source.
 class HfAttentionSource {
  public:
-  explicit HfAttentionSource(const HfModelDir& dir) : dir_(&dir), config_(dir.config()) {
+  /// config: the model's configuration; by default the directory's config.json (a single
+  /// .safetensors file has none: pass it, e.g. from_hf_config of a config.json beside it).
+  explicit HfAttentionSource(const HfModelDir& dir, std::optional<ModelConfig> config = std::nullopt)
+      : dir_(&dir), config_(config ? std::move(*config) : dir.config()) {
     config_.validate();
   }
 

@@ -265,18 +265,29 @@ class Compressor {
                                      problem.num_layers(), " layers, but ", layers.size(),
                                      " are selected");
     }
-    const RankPlan selected = schedule_.plan(problem, budget);
+    return expand_plan(schedule_.plan(problem, budget), num_layers, problem.max_rank());
+  }
+
+  /// A plan of the selected layers (in selected_layers() order) → the whole model's plan, every
+  /// unselected layer at max_rank (dense).
+  [[nodiscard]] RankPlan expand_plan(const RankPlan& selected, Index num_layers,
+                                     Index max_rank) const {
+    const std::vector<Index> layers = selected_layers(num_layers);
+    if (static_cast<Index>(layers.size()) != selected.num_layers()) {
+      detail::raise<InvalidArgument>("latentkv::Compressor::expand_plan", "the plan has ",
+                                     selected.num_layers(), " layers, but ", layers.size(),
+                                     " are selected");
+    }
     RankPlan full = selected;
     full.layers.clear();
-    const Index max_rank = problem.max_rank();
-    const auto groups = static_cast<std::size_t>(problem.num_groups());
+    const auto groups = static_cast<std::size_t>(selected.num_groups());
     std::size_t next = 0;
     for (Index l = 0; l < num_layers; ++l) {
       if (next < layers.size() && layers[next] == l) {
         full.layers.push_back(selected.layers[next++]);
       } else {
-        full.layers.push_back(
-            LayerRanks{std::vector<Index>(groups, max_rank), std::vector<Index>(groups, max_rank)});
+        full.layers.push_back(LayerRanks{std::vector<Index>(groups, max_rank),
+                                         std::vector<Index>(groups, max_rank)});
       }
     }
     return full;

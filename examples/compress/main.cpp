@@ -1,0 +1,440 @@
+// SPDX-FileCopyrightText: 2026 The latentkv authors
+// SPDX-License-Identifier: Apache-2.0
+//
+// latentkv-compress: a checkpoint + a KV-cache budget → a compressed checkpoint (docs/FORMAT.md).
+//   latentkv-compress --model PATH(.gguf | HF dir | .safetensors) --budget 0.5
+//       --schedule uniform|progressive|energy|sensitivity|search --factorizer svd|rsvd|whitened
+//       --grouping joint|per-head|group:N [--calib FILE] [--layers A-B] --out OUT.safetensors
+//       [--report REPORT.json]
+// Streams the checkpoint layer by layer (compress/compressor.hpp): spectra of every K/V group,
+// the schedule's plan, then each layer's factors written straight to OUT's temporary file, renamed
+// into place at the end. Calibrated choices (whitened, sensitivity, search) run the model on
+// calibration text and so need a GGUF (the tokenizer and the full model come from it).
+// Progress goes to stderr; the memory table to stdout. Exit status 1 with
+// "latentkv-compress: error: ..." on bad input; the output is then not created.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../common/tool_support.hpp"
+#include "latentkv/compress/attention_source.hpp"
+#include "latentkv/compress/calibration.hpp"
+#include "latentkv/compress/compressor.hpp"
+#include "latentkv/compress/dispatch.hpp"
+#include "latentkv/io/compressed_checkpoint.hpp"
+#include "latentkv/io/detail/atomic_write.hpp"
+#include "latentkv/io/gguf_reader.hpp"
+#include "latentkv/io/hf_model_dir.hpp"
+#include "latentkv/linalg/parallel.hpp"
+#include "latentkv/model/llama_model.hpp"
+#include "latentkv/text/tokenizer.hpp"
+
+namespace {
+
+using latentkv::Index;
+using namespace latentkv::tools;
+namespace lk = latentkv;
+
+constexpr const char* kTool = "latentkv-compress";
+
+struct Options {
+  fs::path model;
+  double budget = 0.5;
+  std::string schedule = "progressive";
+  std::string factorizer = "svd";
+  std::string grouping = "joint";
+  fs::path calib;
+  Index calib_tokens = 2048;      // whitening Grams
+  Index divergence_tokens = 256;  // sensitivity / search
+  std::string layers;
+  Index multiple = 1;
+  std::string dtype = "f32";
+  fs::path out;
+  fs::path report;
+  Index search_step = 16;
+  Index search_per_round = 8;
+  int threads = 0;
+  bool quiet = false;
+};
+
+/// One source type for every input format (so the compressor is instantiated once per policy
+/// combination, not once per format too).
+class AnySource {
+ public:
+  template <lk::AttentionSource S>
+  explicit AnySource(std::shared_ptr<const S> s)
+      : config_(s->config()),
+        attention_([s](Index l) { return s->attention(l); }),
+        name_([s](Index l, lk::Projection p) { return s->tensor_name(l, p); }),
+        description_(s->description()) {}
+  [[nodiscard]] const lk::ModelConfig& config() const noexcept { return config_; }
+  [[nodiscard]] lk::AttentionWeights attention(Index l) const { return attention_(l); }
+  [[nodiscard]] std::string tensor_name(Index l, lk::Projection p) const { return name_(l, p); }
+  [[nodiscard]] std::string description() const { return description_; }
+
+ private:
+  lk::ModelConfig config_;
+  std::function<lk::AttentionWeights(Index)> attention_;
+  std::function<std::string(Index, lk::Projection)> name_;
+  std::string description_;
+};
+
+/// Writes each layer to the checkpoint as it arrives (CompressedCheckpointWriter).
+struct CheckpointSink {
+  fs::path path;
+  std::string factorizer;
+  std::string grouping;
+  lk::CompressedCheckpointOptions options;
+  std::optional<lk::CompressedCheckpointWriter> writer;
+
+  void begin(const lk::ModelConfig& c, const lk::RankPlan& plan, const std::vector<Index>& dense) {
+    writer.emplace(c, plan, factorizer, grouping, dense, options);
+    writer->begin(path);
+  }
+  void layer(Index l, lk::CompressedLayer&& layer) { writer->write_layer(l, layer); }
+  void end() { writer->commit(); }
+};
+
+std::pair<Index, Index> parse_layers(const std::string& text, Index num_layers) {
+  if (text.empty()) return {0, num_layers - 1};
+  const auto dash = text.find('-');
+  try {
+    std::size_t used = 0;
+    const Index first = std::stol(text.substr(0, dash), &used);
+    if (used != (dash == std::string::npos ? text.size() : dash)) throw std::invalid_argument("");
+    Index last = first;
+    if (dash != std::string::npos) {
+      const std::string tail = text.substr(dash + 1);
+      last = std::stol(tail, &used);
+      if (used != tail.size()) throw std::invalid_argument("");
+    }
+    if (first < 0 || first > last || last >= num_layers) throw std::out_of_range("");
+    return {first, last};
+  } catch (const std::logic_error&) {
+    usage_error("--layers = ", lk::detail::quoted(text),
+                ", expected A-B (or A) with 0 <= A <= B <= ", num_layers - 1);
+  }
+}
+
+lk::SafetensorsDtype parse_dtype(const std::string& name) {
+  if (name == "f32") return lk::SafetensorsDtype::kF32;
+  if (name == "f16") return lk::SafetensorsDtype::kF16;
+  if (name == "bf16") return lk::SafetensorsDtype::kBF16;
+  usage_error("--dtype = ", lk::detail::quoted(name), ", expected f32, f16 or bf16");
+}
+
+bool needs_model(const Options& o) {
+  return o.factorizer == "whitened" || o.schedule == "sensitivity" || o.schedule == "search";
+}
+
+void print_table(const lk::CompressionReport& r, const lk::ModelConfig& c) {
+  const double dense = static_cast<double>(r.kv_numbers_dense);
+  const double latent = static_cast<double>(r.kv_numbers_latent);
+  std::printf("\n| %-28s | %14s | %14s | %7s |\n", "KV cache (fp16 numbers)", "dense", "latentkv",
+              "ratio");
+  std::printf("|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(16, '-').c_str(),
+              std::string(16, '-').c_str(), std::string(9, '-').c_str());
+  const auto row = [&](const std::string& name, const std::string& a, const std::string& b,
+                       double ratio) {
+    std::printf("| %-28s | %14s | %14s | %6.3fx |\n", name.c_str(), a.c_str(), b.c_str(), ratio);
+  };
+  row("numbers per token", format("%.0f", dense), format("%.0f", latent), latent / dense);
+  row("bytes per token (fp16)", format("%.0f", 2 * dense), format("%.0f", 2 * latent),
+      latent / dense);
+  for (const auto& [label, tokens] :
+       {std::pair{"KV memory at 4K tokens", 4096.0}, std::pair{"KV memory at 32K tokens", 32768.0},
+        std::pair{"KV memory at 128K tokens", 131072.0}}) {
+    row(label, human_bytes(2 * dense * tokens), human_bytes(2 * latent * tokens), latent / dense);
+  }
+  row("attention weights (params)",
+      format("%lld", static_cast<long long>(r.weight_parameters_dense)),
+      format("%lld", static_cast<long long>(r.weight_parameters_compressed)),
+      static_cast<double>(r.weight_parameters_compressed) /
+          static_cast<double>(r.weight_parameters_dense));
+  std::printf(
+      "\n%ld layers (%zu dense), budget achieved %.4f; fp32 caches store twice the bytes.\n",
+      static_cast<long>(c.num_layers), r.dense_layers.size(), r.budget_achieved());
+}
+
+nlohmann::json report_json(const Options& o, const lk::CompressionReport& r, double seconds,
+                           const nlohmann::json& schedule_state) {
+  nlohmann::json j;
+  j["budget_requested"] = o.budget;
+  j["budget_achieved"] = r.budget_achieved();
+  j["kv_bytes_per_token_dense"] = 2 * r.kv_numbers_dense;  // fp16
+  j["kv_bytes_per_token_latent"] = 2 * r.kv_numbers_latent;
+  j["kv_bytes_per_number"] = 2;
+  nlohmann::json layers = nlohmann::json::array();
+  for (Index l = 0; l < r.plan.num_layers(); ++l) {
+    const lk::LayerRanks& ranks = r.plan.layers[static_cast<std::size_t>(l)];
+    layers.push_back({{"layer", l}, {"rank_k", ranks.k}, {"rank_v", ranks.v}});
+  }
+  j["layers"] = std::move(layers);
+  j["seconds"] = seconds;
+  j["model"] = o.model.string();
+  j["schedule"] = o.schedule;
+  j["schedule_state"] = schedule_state;
+  j["factorizer"] = o.factorizer;
+  j["grouping"] = o.grouping;
+  j["multiple"] = o.multiple;
+  j["dense_layers"] = r.dense_layers;
+  j["weight_parameters_dense"] = r.weight_parameters_dense;
+  j["weight_parameters_compressed"] = r.weight_parameters_compressed;
+  j["spectra_seconds"] = r.spectra_seconds;
+  j["factorize_seconds"] = r.factorize_seconds;
+  nlohmann::json matrices = nlohmann::json::array();
+  for (const lk::MatrixReport& m : r.matrices) {
+    matrices.push_back({{"layer", m.layer},
+                        {"side", m.side == lk::Projection::kKey ? "k" : "v"},
+                        {"group", m.group},
+                        {"rank", m.rank},
+                        {"max_rank", m.max_rank},
+                        {"retained_energy", m.retained_energy},
+                        {"relative_error", m.relative_error}});
+  }
+  j["matrices"] = std::move(matrices);
+  return j;
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  const std::span<const std::byte> bytes = std::as_bytes(std::span(text.data(), text.size()));
+  const std::span<const std::byte> pieces[] = {bytes};
+  lk::detail::write_file_atomically(path, pieces, "latentkv-compress: --report");
+}
+
+int run(Options o) {
+  const auto start = std::chrono::steady_clock::now();
+  // Cheap checks first: nothing is read or written before every option is known to be valid.
+  if (!(o.budget > 0.0 && o.budget <= 1.0)) {
+    usage_error("--budget = ", o.budget, ", expected a kept fraction in (0, 1]");
+  }
+  lk::check_factorizer_name(o.factorizer);
+  lk::check_schedule_name(o.schedule);
+  const lk::AnyGrouping grouping = lk::parse_grouping(o.grouping);
+  const lk::SafetensorsDtype dtype = parse_dtype(o.dtype);
+  if (o.multiple < 1) usage_error("--multiple = ", o.multiple, ", expected >= 1");
+  if (o.threads < 0) usage_error("--threads = ", o.threads, ", expected >= 1");
+  if (!fs::exists(o.model)) usage_error("--model: no file or directory at ", o.model);
+  if (o.out.empty() || fs::is_directory(o.out))
+    usage_error("--out: ", o.out, " is not a file path");
+  for (const fs::path& input : {o.model, o.model / "model.safetensors"}) {
+    if (same_file(o.out, input)) {
+      usage_error("--out ", o.out, " is the input checkpoint: refusing to overwrite it");
+    }
+  }
+  if (!o.report.empty() && (same_file(o.report, o.out) || same_file(o.report, o.model))) {
+    usage_error("--report ", o.report, " would overwrite the input or the output");
+  }
+  if (const fs::path parent = o.out.parent_path(); !parent.empty() && !fs::is_directory(parent)) {
+    usage_error("--out: no directory ", parent);
+  }
+  if (o.threads > 0) lk::set_threads(o.threads);
+
+  // The input, opened lazily per layer.
+  std::optional<lk::GgufReader> gguf;
+  std::optional<lk::HfModelDir> hf;
+  std::optional<AnySource> source;
+  const bool is_gguf = fs::is_regular_file(o.model) && o.model.extension() == ".gguf";
+  if (is_gguf) {
+    gguf.emplace(lk::GgufReader::open(o.model));
+    source.emplace(std::make_shared<const lk::GgufAttentionSource>(*gguf));
+  } else if (fs::is_directory(o.model) || o.model.extension() == ".safetensors") {
+    hf.emplace(lk::HfModelDir::open(o.model));
+    std::optional<lk::ModelConfig> config;
+    if (!hf->has_config()) {
+      const fs::path beside = o.model.parent_path() / "config.json";
+      if (!fs::is_regular_file(beside)) {
+        usage_error("--model ", o.model,
+                    ": a single .safetensors file needs config.json beside it");
+      }
+      config = lk::from_hf_config(beside);
+    }
+    source.emplace(std::make_shared<const lk::HfAttentionSource>(*hf, config));
+  } else {
+    usage_error("--model ", o.model,
+                ": expected a .gguf file, a Hugging Face directory or a "
+                ".safetensors file");
+  }
+  const lk::ModelConfig& c = source->config();
+  const auto [first, last] = parse_layers(o.layers, c.num_layers);
+  const lk::CompressorOptions copts{.first_layer = first,
+                                    .last_layer = last,
+                                    .threads = static_cast<unsigned>(o.threads),
+                                    .factorizer_name = o.factorizer};
+  if (!o.quiet) {
+    std::fprintf(stderr,
+                 "%s: %s: %ld layers, d_model %ld, %ld/%ld heads of %ld; budget %.4g, schedule %s, "
+                 "factorizer %s, grouping %s, layers %ld-%ld\n",
+                 kTool, source->description().c_str(), static_cast<long>(c.num_layers),
+                 static_cast<long>(c.d_model), static_cast<long>(c.num_heads),
+                 static_cast<long>(c.num_kv_heads), static_cast<long>(c.head_dim), o.budget,
+                 o.schedule.c_str(), o.factorizer.c_str(), o.grouping.c_str(),
+                 static_cast<long>(first), static_cast<long>(last));
+  }
+
+  // Calibration: the full model and text, only for the choices that need them.
+  std::optional<lk::LlamaModel> model;
+  std::vector<std::int32_t> calib_ids;
+  if (needs_model(o)) {
+    if (!is_gguf) {
+      usage_error("--factorizer ", o.factorizer, " / --schedule ", o.schedule,
+                  " run the model on calibration text: they need a .gguf --model (tokenizer and "
+                  "weights)");
+    }
+    if (o.calib.empty()) o.calib = default_text();
+    require_file(o.calib, "--calib");
+    model.emplace(lk::LlamaModel::from_gguf(*gguf));
+    const lk::BpeTokenizer tokenizer = lk::BpeTokenizer::from_gguf(*gguf);
+    calib_ids = tokenizer.encode(read_text(o.calib, "--calib"));
+    if (!o.quiet) {
+      std::fprintf(stderr, "%s: calibration: %s, %zu tokens (the last ones are used)\n", kTool,
+                   o.calib.filename().c_str(), calib_ids.size());
+    }
+  }
+  lk::AnyFactorizer factorizer = lk::GramEigenFactorizer<float>{};
+  if (o.factorizer == "rsvd") factorizer = lk::RandomizedSvdFactorizer<float>{};
+  if (o.factorizer == "whitened") {
+    const std::vector<std::int32_t> ids = tail_tokens(calib_ids, o.calib_tokens, "--calib-tokens");
+    const auto t0 = std::chrono::steady_clock::now();
+    factorizer = lk::CalibratedWhitening<lk::GramEigenFactorizer<float>>(
+        lk::collect_attention_grams(*model, ids, 1024));
+    if (!o.quiet) {
+      std::fprintf(stderr, "%s: whitening: Gram matrices of %ld tokens in %.1f s\n", kTool,
+                   static_cast<long>(ids.size()), seconds_since(t0));
+    }
+  }
+
+  ProgressBar bar(o.quiet);
+  const lk::CompressionProgress progress = [&](std::string_view stage, Index done, Index total) {
+    bar.update(stage, done, total);
+  };
+  const lk::RankBudget budget{.budget = o.budget, .multiple = o.multiple};
+  nlohmann::json schedule_state = nlohmann::json::object();
+  lk::AnyRankSchedule schedule = lk::UniformRankSchedule{};
+  // Calibrated schedules measure on one factorization at full rank, truncated per plan.
+  std::optional<lk::CompressedModel> full;
+  std::optional<lk::KlDivergence> divergence;
+  std::vector<Index> selected;
+  for (Index l = first; l <= last; ++l) selected.push_back(l);
+  if (lk::is_data_free_schedule(o.schedule)) {
+    schedule = lk::make_data_free_schedule(o.schedule);
+  } else {
+    const auto t0 = std::chrono::steady_clock::now();
+    full = lk::with_compressor(
+        factorizer, grouping, lk::UniformRankSchedule{}, copts,
+        [&](const auto& compressor) { return compressor.compress(*source, {.budget = 1.0}); });
+    divergence.emplace(*model, *full,
+                       tail_tokens(calib_ids, o.divergence_tokens, "--divergence-tokens"));
+    schedule_state["divergence_tokens"] = o.divergence_tokens;
+    schedule_state["calib"] = o.calib.filename().string();
+    const Index max_rank = full->max_rank();
+    if (o.schedule == "sensitivity") {
+      const Index probe = std::max<Index>(1, max_rank / 4);
+      const lk::LayerSensitivities w =
+          lk::measure_layer_sensitivities(*divergence, full->plan, selected, probe);
+      schedule = lk::SensitivityRankSchedule(w.k, w.v);
+      schedule_state["probe_rank"] = probe;
+      schedule_state["k_weights"] = w.k;
+      schedule_state["v_weights"] = w.v;
+    } else {
+      const lk::KlDivergence& d = *divergence;
+      const lk::RankPlan base = full->plan;
+      const auto expand = [selected, base](const lk::RankPlan& p) {
+        lk::RankPlan out = base;
+        for (std::size_t i = 0; i < selected.size(); ++i) {
+          out.layers[static_cast<std::size_t>(selected[i])] = p.layers[i];
+        }
+        return out;
+      };
+      schedule = lk::GreedySearchRankSchedule(
+          [&d, expand](const lk::RankPlan& p) { return d(expand(p)); },
+          {.step = o.search_step, .decrements_per_round = o.search_per_round});
+      schedule_state["step"] = o.search_step;
+      schedule_state["decrements_per_round"] = o.search_per_round;
+    }
+    if (!o.quiet) {
+      std::fprintf(stderr, "%s: %s: %ld divergence evaluations on %ld tokens so far, %.1f s\n",
+                   kTool, o.schedule.c_str(), static_cast<long>(divergence->evaluations()),
+                   static_cast<long>(o.divergence_tokens), seconds_since(t0));
+    }
+  }
+
+  CheckpointSink sink{o.out, o.factorizer, o.grouping, {}, std::nullopt};
+  sink.options.dtype = dtype;
+  // What elastic loading needs to re-plan a smaller budget the way this one was planned.
+  sink.options.extra_metadata["schedule_state"] = schedule_state.dump();
+  sink.options.extra_metadata["multiple"] = std::to_string(o.multiple);
+  sink.options.source_model =
+      o.model.filename().string() + (fs::is_regular_file(o.model)
+                                         ? " (" + std::to_string(fs::file_size(o.model)) + " bytes)"
+                                         : "");
+  const lk::CompressionReport report = lk::with_compressor(
+      factorizer, grouping, schedule, copts,
+      [&](const auto& compressor) { return compressor.compress(*source, budget, sink, progress); });
+  if (divergence && !o.quiet) {
+    std::fprintf(stderr, "%s: %ld divergence evaluations in total\n", kTool,
+                 static_cast<long>(divergence->evaluations()));
+  }
+  schedule_state["evaluations"] = divergence ? divergence->evaluations() : 0;
+  const double seconds = seconds_since(start);
+  print_table(report, c);
+  std::printf("wrote %s (%s) in %.1f s\n", o.out.c_str(),
+              human_bytes(static_cast<double>(fs::file_size(o.out))).c_str(), seconds);
+  if (!o.report.empty()) {
+    write_text_atomically(o.report, report_json(o, report, seconds, schedule_state).dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "Compress the KV cache of a LLaMA-family checkpoint: low-rank K/V factors for a "
+      "global KV-cache budget, written as a compressed checkpoint (docs/FORMAT.md)."};
+  app.add_option("--model", o.model, "checkpoint: .gguf, Hugging Face directory or .safetensors")
+      ->required();
+  app.add_option("--budget", o.budget, "kept fraction of dense KV-cache bytes, in (0, 1]")
+      ->capture_default_str();
+  app.add_option("--schedule", o.schedule, "uniform|progressive|energy|sensitivity|search")
+      ->capture_default_str();
+  app.add_option("--factorizer", o.factorizer, "svd|rsvd|whitened")->capture_default_str();
+  app.add_option("--grouping", o.grouping, "joint|per-head|group:N")->capture_default_str();
+  app.add_option("--calib", o.calib,
+                 "calibration text for whitened/sensitivity/search (default: the WikiText-2 test "
+                 "split; its last tokens are used)");
+  app.add_option("--calib-tokens", o.calib_tokens, "tokens for the whitening Gram matrices")
+      ->capture_default_str();
+  app.add_option("--divergence-tokens", o.divergence_tokens,
+                 "tokens for the KL divergence of sensitivity/search")
+      ->capture_default_str();
+  app.add_option("--layers", o.layers, "compress layers A-B only (others stay dense)");
+  app.add_option("--multiple", o.multiple, "round ranks to multiples of this")
+      ->capture_default_str();
+  app.add_option("--dtype", o.dtype, "factor dtype in the file: f32|f16|bf16")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "compressed checkpoint to write (.safetensors)")->required();
+  app.add_option("--report", o.report, "JSON report to write");
+  app.add_option("--search-step", o.search_step, "search: rank decrement")->capture_default_str();
+  app.add_option("--search-per-round", o.search_per_round, "search: decrements per round")
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "threads (default: every core)");
+  app.add_flag("--quiet", o.quiet, "no progress on stderr");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", kTool, e.what());
+    return 1;
+  }
+}

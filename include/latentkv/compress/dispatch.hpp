@@ -1,0 +1,169 @@
+// SPDX-FileCopyrightText: 2026 The latentkv authors
+// SPDX-License-Identifier: Apache-2.0
+//
+// Runtime names → policy types, in one place (STYLE §3): the command-line tools parse a name
+// into a variant of policies and std::visit the Compressor over the three of them, so every
+// combination is one template instantiation and no `if` ladder is spread across files.
+//   factorizer  "svd"      GramEigenFactorizer<float> (exact truncated SVD via WᵀW in double)
+//               "rsvd"     RandomizedSvdFactorizer<float> (seeded, q = 4 power iterations)
+//               "whitened" CalibratedWhitening<GramEigenFactorizer<float>> (needs calibration)
+//   grouping    "joint" | "per-head" | "group:N" (N KV heads per group, N divides n_kv)
+//   schedule    "uniform" | "progressive" | "energy" (data-free)
+//               "sensitivity" | "search" (need measured weights or a divergence: built by the
+//               caller, see compress/calibration.hpp)
+// Names outside these sets throw InvalidArgument listing the valid ones.
+#pragma once
+
+#include <array>
+#include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
+#include <charconv>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "latentkv/compress/compressor.hpp"
+#include "latentkv/core/error.hpp"
+#include "latentkv/factorize/gram_eigen_factorizer.hpp"
+#include "latentkv/factorize/grouping.hpp"
+#include "latentkv/factorize/randomized_svd_factorizer.hpp"
+#include "latentkv/schedule/energy_rank_schedule.hpp"
+#include "latentkv/schedule/greedy_search_rank_schedule.hpp"
+#include "latentkv/schedule/progressive_rank_schedule.hpp"
+#include "latentkv/schedule/sensitivity_rank_schedule.hpp"
+#include "latentkv/schedule/uniform_rank_schedule.hpp"
+
+namespace latentkv {
+
+using AnyFactorizer = std::variant<GramEigenFactorizer<float>, RandomizedSvdFactorizer<float>,
+                                   CalibratedWhitening<GramEigenFactorizer<float>>>;
+using AnyGrouping = std::variant<JointGrouping, PerHeadGrouping, GroupedHeadsGrouping>;
+using AnyRankSchedule =
+    std::variant<UniformRankSchedule, ProgressiveRankSchedule, EnergyRankSchedule,
+                 SensitivityRankSchedule, GreedySearchRankSchedule>;
+
+inline constexpr std::array<std::string_view, 3> kFactorizerNames = {"svd", "rsvd", "whitened"};
+inline constexpr std::array<std::string_view, 5> kScheduleNames = {
+    "uniform", "progressive", "energy", "sensitivity", "search"};
+
+/// True for the schedules plan() can run from spectra alone (no calibration data).
+[[nodiscard]] inline bool is_data_free_schedule(std::string_view name) noexcept {
+  return name == "uniform" || name == "progressive" || name == "energy";
+}
+
+namespace detail {
+
+template <std::size_t N>
+[[noreturn]] void unknown_name(const char* where, std::string_view what, std::string_view name,
+                               const std::array<std::string_view, N>& valid) {
+  std::string list;
+  for (std::string_view v : valid) list += (list.empty() ? "" : ", ") + std::string(v);
+  raise<InvalidArgument>(where, what, " ", quoted(name), " is unknown, expected one of ", list);
+}
+
+}  // namespace detail
+
+/// "joint" | "per-head" | "group:N" (N >= 1; whether it divides n_kv is checked on use).
+[[nodiscard]] inline AnyGrouping parse_grouping(std::string_view name) {
+  if (name == "joint") return JointGrouping{};
+  if (name == "per-head") return PerHeadGrouping{};
+  if (name.starts_with("group:")) {
+    const std::string_view digits = name.substr(6);
+    Index n = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec == std::errc() && end == digits.data() + digits.size() && n >= 1) {
+      return GroupedHeadsGrouping(n);
+    }
+  }
+  detail::unknown_name("latentkv::parse_grouping", "grouping", name,
+                       std::array<std::string_view, 3>{"joint", "per-head", "group:N (N >= 1)"});
+}
+
+/// The grouping's name ("joint", "per-head", "group:N").
+[[nodiscard]] inline std::string grouping_name(const AnyGrouping& g) {
+  return std::visit([](const auto& x) { return x.name(); }, g);
+}
+
+/// "uniform" | "progressive" | "energy" with default options; the calibrated schedules need
+/// their data and are constructed directly.
+[[nodiscard]] inline AnyRankSchedule make_data_free_schedule(std::string_view name) {
+  if (name == "uniform") return UniformRankSchedule{};
+  if (name == "progressive") return ProgressiveRankSchedule{};
+  if (name == "energy") return EnergyRankSchedule{};
+  detail::unknown_name("latentkv::make_data_free_schedule", "schedule", name,
+                       std::array<std::string_view, 3>{"uniform", "progressive", "energy"});
+}
+
+/// Throws InvalidArgument unless `name` is one of kScheduleNames.
+inline void check_schedule_name(std::string_view name) {
+  for (std::string_view v : kScheduleNames) {
+    if (v == name) return;
+  }
+  detail::unknown_name("latentkv::check_schedule_name", "schedule", name, kScheduleNames);
+}
+
+/// Throws InvalidArgument unless `name` is one of kFactorizerNames.
+inline void check_factorizer_name(std::string_view name) {
+  for (std::string_view v : kFactorizerNames) {
+    if (v == name) return;
+  }
+  detail::unknown_name("latentkv::check_factorizer_name", "factorizer", name, kFactorizerNames);
+}
+
+/// The schedule a compressed checkpoint was planned with, rebuilt from its name and the state the
+/// tool stored beside it (metadata "schedule_state": sensitivity weights "k_weights" /
+/// "v_weights"; search options "step" / "decrements_per_round"). A search needs `divergence`
+/// (over plans of the compressed layers). Throws InvalidArgument naming what is missing.
+[[nodiscard]] inline AnyRankSchedule schedule_from_state(
+    std::string_view name, const nlohmann::json& state,
+    GreedySearchRankSchedule::Divergence divergence = {}) {
+  constexpr const char* kWhere = "latentkv::schedule_from_state";
+  if (is_data_free_schedule(name)) return make_data_free_schedule(name);
+  const auto weights = [&](const char* key) {
+    if (!state.is_object() || !state.contains(key) || !state[key].is_array()) {
+      detail::raise<InvalidArgument>(kWhere, "schedule ", detail::quoted(name), ": state has no ", key);
+    }
+    return state[key].get<std::vector<double>>();
+  };
+  if (name == "sensitivity") {
+    return SensitivityRankSchedule(weights("k_weights"), weights("v_weights"));
+  }
+  if (name == "search") {
+    if (!divergence) {
+      detail::raise<InvalidArgument>(kWhere, "re-planning a search plan needs its divergence");
+    }
+    GreedySearchRankSchedule::Options options;
+    if (state.is_object()) {
+      options.step = state.value("step", options.step);
+      options.decrements_per_round = state.value("decrements_per_round", options.decrements_per_round);
+    }
+    return GreedySearchRankSchedule(std::move(divergence), options);
+  }
+  check_schedule_name(name);
+  detail::raise<InvalidArgument>(kWhere, "schedule ", detail::quoted(name), " cannot be rebuilt");
+}
+
+/// fn(compressor) with the Compressor of the three policies held by the variants.
+template <class Fn>
+decltype(auto) with_compressor(const AnyFactorizer& factorizer, const AnyGrouping& grouping,
+                               const AnyRankSchedule& schedule, const CompressorOptions& options,
+                               Fn&& fn) {
+  return std::visit(
+      [&](const auto& f, const auto& g, const auto& s) -> decltype(auto) {
+        using F = std::decay_t<decltype(f)>;
+        using G = std::decay_t<decltype(g)>;
+        using S = std::decay_t<decltype(s)>;
+        const Compressor<F, G, S> compressor(f, g, s, options);
+        return fn(compressor);
+      },
+      factorizer, grouping, schedule);
+}
+
+/// plan(problem, budget) of whichever schedule the variant holds.
+[[nodiscard]] inline RankPlan plan_with(const AnyRankSchedule& schedule, const RankProblem& problem,
+                                        const RankBudget& budget) {
+  return std::visit([&](const auto& s) { return s.plan(problem, budget); }, schedule);
+}
+
+}  // namespace latentkv
