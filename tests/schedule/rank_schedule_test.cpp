@@ -102,7 +102,7 @@ const std::vector<double>& budgets() {
   return b;
 }
 
-// Checks a plan against the contract of rank_schedule.hpp; returns false (with failures) if not.
+// Checks a plan against the contract of rank_schedule.hpp (the trace names the case).
 void expect_plan_meets_contract(const RankProblem& p, const RankPlan& plan, double budget,
                                 Index multiple, const std::string& name) {
   SCOPED_TRACE("budget " + std::to_string(budget) + ", multiple " + std::to_string(multiple) +
@@ -257,6 +257,33 @@ TYPED_TEST(RankScheduleConformance, RespectsACeiling) {
   other = ceiling;
   other.layers[3].k[1] = 65;  // above max_rank
   EXPECT_THROW((void)schedule.plan(p, testing::budget_of(0.3, 1, other)), InvalidArgument);
+}
+
+// A ceiling need not be made of multiples (e.g. a checkpoint planned with multiple 1): its odd
+// entries are allowed values of their own, and the budget is still met within one step.
+TYPED_TEST(RankScheduleConformance, HandlesCeilingsThatAreNotMultiples) {
+  const RankProblem p = testing::smollm2_like_problem(1, 6);
+  const TypeParam schedule = Maker<TypeParam>::make(p);
+  RankPlan ceiling = p.uniform_plan(64);
+  for (Index l = 0; l < 6; ++l) {
+    auto& r = ceiling.layers[static_cast<std::size_t>(l)];
+    r.k = {37 + l, 50, 5};
+    r.v = {64, 29 - l, 61};
+  }
+  const std::vector<Index> caps = testing::flat_ranks(ceiling);
+  const double step = 8.0 / static_cast<double>(6 * 2 * 3 * 64);
+  for (double b = 0.15; b < ceiling.budget(); b += 0.05) {  // the least is 45 / 384
+    const RankPlan plan = schedule.plan(p, testing::budget_of(b, 8, ceiling));
+    EXPECT_LE(std::abs(plan.budget() - b), step + 1e-12) << b;
+    EXPECT_LE(plan.budget(), b + 1e-12) << b;
+    const std::vector<Index> ranks = testing::flat_ranks(plan);
+    for (std::size_t e = 0; e < ranks.size(); ++e) {
+      EXPECT_LE(ranks[e], caps[e]) << "entry " << e << " budget " << b;
+      EXPECT_TRUE(ranks[e] % 8 == 0 || ranks[e] == caps[e]) << ranks[e] << " budget " << b;
+    }
+  }
+  const RankPlan full = schedule.plan(p, testing::budget_of(ceiling.budget(), 8, ceiling));
+  EXPECT_EQ(testing::flat_ranks(full), caps);
 }
 
 // plan(b', ceiling = plan(b)) == plan(b') for b' < b: a checkpoint made at b can be loaded at b'.

@@ -3,7 +3,7 @@
 //
 // Rank problems for the schedule tests, shaped like SmolLM2-135M (DESIGN §9): 30 layers, d = 576,
 // 3 KV heads of 64. Power-law spectra σ_i = c_l·i^(−a), i = 1..max_rank, steeper in deeper layers:
-//   K: a = 0.7 … 1.3 (κ(W_k) ≈ 40–900 over 192 values), V: a = 0.3 … 0.45 (κ(W_v) ≈ 5–11),
+//   K: a = 0.7 … 1.3 (κ(W_k) ≈ 40–1300 over 192 values), V: a = 0.3 … 0.45 (κ(W_v) ≈ 5–15),
 //   each group a little steeper than the previous (+0.03·g), scale c_l = 1 + 0.05·l.
 #pragma once
 

@@ -3,15 +3,14 @@
 //
 // Progressive rank schedule (LoRC, DESIGN §5): data-free; layers whose errors pass through more
 // ill-conditioned layers downstream keep more rank, so shallow layers are compressed less.
-//   κ(W)     = σ_1 / max(σ_m, condition_floor·σ_1)             (σ of one group matrix, m =
-//   max_rank) κ_{l,K}  = combine_g κ(W_k[l, g])   combine = geometric mean (default) or max over
-//   the G groups joint:    log κ_l = log κ_{l,K} + log κ_{l,V}   (κ_l = κ(W_k)·κ(W_v)); K and V
-//   share s_l separate: K and V each use their own log κ_{l,K} / log κ_{l,V} and so their own C and
-//   s log C_l  = Σ_{j=l..L−1} log κ_j                 (the cumulative condition number, in logs)
-//   s_l      = (log C_l − min_j log C_j) / (max_j log C_j − min_j log C_j) ∈ [0, 1]
-//              (s_0 = 1 since log κ ≥ 0; s ≡ 1 when every log C_l is equal, e.g. L = 1)
-//   r_l(t)   = t·(1 + (spread − 1)·s_l^shape)       (r_min = t for s = 0, r_max = spread·t for s =
-//   1)
+//   κ(W)    = σ_1 / max(σ_m, condition_floor·σ_1)     (σ of one group matrix, m = max_rank)
+//   κ_{l,K} = combine_g κ(W_k[l, g])                  (geometric mean (default) or max over G)
+//   joint:    log κ_l = log κ_{l,K} + log κ_{l,V}     (κ_l = κ(W_k)·κ(W_v)): K and V share s_l
+//   separate: K and V use their own log κ_{l,K}, log κ_{l,V}, hence their own C and s
+//   log C_l = Σ_{j=l..L−1} log κ_j                    (the cumulative condition number, in logs)
+//   s_l     = (log C_l − min_j log C_j) / (max_j log C_j − min_j log C_j) ∈ [0, 1]
+//             (s_0 = 1 since log κ ≥ 0; s ≡ 1 when every log C_l is equal, e.g. L = 1)
+//   r_l(t)  = t·(1 + (spread − 1)·s_l^shape)          (r_min = t at s = 0, r_max = spread·t at 1)
 // rounded to the nearest allowed value (multiples of `multiple`, clamped to [multiple, max_rank]
 // or the ceiling). t is the largest scale whose plan fits the budget (fill_by_priority: every r_l
 // is non-decreasing in t, so ranks never grow when the budget shrinks; ties between entries with

@@ -6,9 +6,9 @@
 // much the model's output moves when that layer (side) alone is compressed, e.g. the increase of
 // the next-token KL divergence with only layer l's K at a reference rank. The schedule then
 // minimizes the weighted spectral error
-//   D(r) = Σ_e ŵ_e^α · (1 − E_e(r_e)),   E_e(r) = Σ_{i<r} σ_i^p / Σ_i σ_i^p   (relative tail
-//   energy) ŵ_e  = max(w_e, weight_floor · max_e' w_e')   (a zero weight still ranks its layer by
-//   spectrum)
+//   D(r) = Σ_e ŵ_e^α · (1 − E_e(r_e))          (weighted relative tail energy)
+//   E_e(r) = Σ_{i<r} σ_i^p / Σ_i σ_i^p
+//   ŵ_e  = max(w_e, weight_floor · max_e' w_e')  (a zero weight still ranks its layer by spectrum)
 // subject to Σ_e r_e <= budget·L·2·n_kv·h, greedily: starting from every entry at its floor,
 // repeatedly raise the entry with the largest gain per cached number
 //   gain_e(from → to) = ŵ_e^α · (E_e(to) − E_e(from)) / (to − from)

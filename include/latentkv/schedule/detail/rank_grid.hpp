@@ -13,11 +13,11 @@
 // t ↦ r_e(t) by its inverse, key(e, from, to) = the t at which entry e steps from one allowed value
 // to the next. The events (e, from → to) are sorted by (key, e, to) and applied in that order, from
 // every entry at floor_e, while the total width stays ≤ T. Hence
-//   · T − width < one step ≤ multiple: the plan meets the budget within one rounding step, from
-//   below; · the applied events for a smaller T are a prefix of those for a larger T: no rank grows
-//   when
+//   - T − width < one step ≤ multiple: the plan meets the budget within one rounding step, from
+//     below;
+//   - the applied events for a smaller T are a prefix of those for a larger T: no rank grows when
 //     the budget shrinks (monotone);
-//   · with ceiling = the plan for T, the events the ceiling removes all come after that plan's
+//   - with ceiling = the plan for T, the events the ceiling removes all come after that plan's
 //     prefix, so planning T' ≤ T under it gives the same plan as without it.
 // Keys are made non-decreasing per entry (running maximum) so an entry's steps apply in order.
 #pragma once
@@ -165,7 +165,7 @@ struct RankGrid {
   if (b < smallest - 1e-12) {
     raise<InvalidArgument>(where, "budget = ", b, " is below ", format_budget(smallest),
                            ", the smallest plan (every rank = ", grid.multiple,
-                           floors_equal ? "" : ", or its ceiling where lower", ")");
+                           floors_equal ? "" : ", or max_rank / its ceiling where lower", ")");
   }
   if (b > largest + 1e-12) {
     raise<InvalidArgument>(
