@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "latentkv/schedule/uniform_rank_schedule.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,8 @@
 
 namespace latentkv {
 namespace {
+
+using ::testing::HasSubstr;
 
 TEST(UniformRankSchedule, EvenBudgetGivesOneRankEverywhere) {
   const RankProblem p = testing::smollm2_like_problem(3);
@@ -44,6 +47,26 @@ TEST(UniformRankSchedule, IgnoresTheSpectra) {
   p.layers[3].k[1] *= 100.0;
   p.layers[0].v[0] = testing::power_law(64, 2.0, 1.0);
   EXPECT_EQ(UniformRankSchedule{}.plan(p, testing::budget_of(0.42, 8)), a);
+}
+
+// d < s·h: max_rank = d, so a full budget cannot be reached and is refused, not clamped.
+TEST(UniformRankSchedule, RejectsABudgetAboveTheLargestPlan) {
+  RankProblem p;
+  p.d_model = 32;
+  p.num_kv_heads = 1;
+  p.head_dim = 64;
+  p.heads_per_group = 1;
+  p.layers.assign(
+      3, LayerSpectra{{testing::power_law(32, 0.5, 1.0)}, {testing::power_law(32, 0.5, 1.0)}});
+  try {
+    (void)UniformRankSchedule{}.plan(p, testing::budget_of(1.0));
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("latentkv::UniformRankSchedule::plan: budget = 1 is above 0.5, "
+                                    "the largest plan (every rank = max_rank = 32)"));
+  }
+  const RankPlan plan = UniformRankSchedule{}.plan(p, testing::budget_of(0.5, 8));
+  for (const Index r : testing::flat_ranks(plan)) EXPECT_EQ(r, 32);
 }
 
 }  // namespace
