@@ -30,3 +30,8 @@
 #include "latentkv/model/llama_model.hpp"
 #include "latentkv/model/llama_weights.hpp"
 #include "latentkv/model/model_config.hpp"
+#include "latentkv/schedule/energy_rank_schedule.hpp"
+#include "latentkv/schedule/greedy_search_rank_schedule.hpp"
+#include "latentkv/schedule/progressive_rank_schedule.hpp"
+#include "latentkv/schedule/sensitivity_rank_schedule.hpp"
+#include "latentkv/schedule/uniform_rank_schedule.hpp"
