@@ -31,11 +31,11 @@ TEST(Dispatch, RejectsUnknownScheduleAndFactorizerNames) {
   EXPECT_NO_THROW(check_factorizer_name("whitened"));
   EXPECT_THAT([] { check_schedule_name("fisher"); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr(
-                  "schedule \"fisher\" is unknown, expected one of uniform, progressive, energy, "
+                  "schedule 'fisher' is unknown, expected one of uniform, progressive, energy, "
                   "sensitivity, search")));
   EXPECT_THAT([] { check_factorizer_name("qr"); },
               ::testing::ThrowsMessage<InvalidArgument>(
-                  HasSubstr("factorizer \"qr\" is unknown, expected one of svd, rsvd, whitened")));
+                  HasSubstr("factorizer 'qr' is unknown, expected one of svd, rsvd, whitened")));
   EXPECT_THAT([] { (void)make_data_free_schedule("search"); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("uniform, progressive, energy")));
 }
@@ -73,7 +73,7 @@ TEST(Dispatch, RebuildsSchedulesFromTheirStoredState) {
   EXPECT_THAT([&] { (void)schedule_from_state("sensitivity", nlohmann::json::object()); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("state has no k_weights")));
   EXPECT_THAT([&] { (void)schedule_from_state("fisher", state); },
-              ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("\"fisher\" is unknown")));
+              ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("'fisher' is unknown")));
 }
 
 }  // namespace

@@ -127,7 +127,9 @@ inline void check_factorizer_name(std::string_view name) {
     return state[key].get<std::vector<double>>();
   };
   if (name == "sensitivity") {
-    return SensitivityRankSchedule(weights("k_weights"), weights("v_weights"));
+    std::vector<double> k = weights("k_weights");
+    std::vector<double> v = weights("v_weights");
+    return SensitivityRankSchedule(std::move(k), std::move(v));
   }
   if (name == "search") {
     if (!divergence) {
