@@ -657,6 +657,10 @@ TEST(ModelConfigJson, RoundTripsEveryField) {
   EXPECT_THAT([&] { (void)model_config_from_json(j); },
               ::testing::ThrowsMessage<FormatError>(HasSubstr("\"d_model\" is \"64\"")));
   j = model_config_to_json(c);
+  j["rope_base"] = 1e300;
+  EXPECT_THAT([&] { (void)model_config_from_json(j); },
+              ::testing::ThrowsMessage<FormatError>(HasSubstr("outside the float range")));
+  j = model_config_to_json(c);
   j["tied_embeddings"] = 1;
   EXPECT_THROW((void)model_config_from_json(j), FormatError);
 }

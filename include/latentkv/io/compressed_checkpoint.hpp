@@ -115,7 +115,11 @@ inline constexpr std::string_view kLorcSvdRoute1Method = "lorc-svd-route1";
   const auto number = [&](const char* key) -> float {
     const nlohmann::json& v = field(key);
     if (!v.is_number()) fail("\"", key, "\" is ", v.dump(), ", expected a number");
-    return static_cast<float>(v.get<double>());
+    const double x = v.get<double>();
+    if (!(std::abs(x) <= std::numeric_limits<float>::max())) {
+      fail("\"", key, "\" is ", v.dump(), ", outside the float range");
+    }
+    return static_cast<float>(x);
   };
   ModelConfig c;
   const nlohmann::json& architecture = field("architecture");
