@@ -5,7 +5,9 @@
 # The README's test command, and what CI runs (.ci/run). On a fresh Debian machine it:
 #   1. installs the Debian packages that are missing (only those),
 #   2. configures and builds everything with -Wall -Wextra -Werror (CUDA sources through nvcc
-#      when nvcc exists; tests that need a GPU skip without one),
+#      when nvcc exists; tests that need a GPU skip without one), after making a Python venv in
+#      the build directory with safetensors + numpy (pip, once) for the compressed-checkpoint
+#      cross-check (tests/io/read_compressed_checkpoint.py),
 #   3. checks clang-format on every tracked C++/CUDA file,
 #   4. fetches the real model (scripts/fetch-model.sh) for the `model` tests, when that script exists,
 #   5. runs ctest (all labels; set LATENTKV_CTEST_ARGS to filter, e.g. "-L cpu"),
@@ -19,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/packages.sh
 latentkv_install_missing_packages cmake make g++ git python3 python3-pip unzip libeigen3-dev \
   libgtest-dev libgmock-dev libbenchmark-dev clang-format nlohmann-json3-dev libcli11-dev libicu-dev \
-  clang libclang-rt-dev
+  clang libclang-rt-dev python3-venv
 
 # nvcc is usually outside PATH on a fresh machine with the toolkit.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -36,9 +38,17 @@ if [ -n "$files" ]; then
   clang-format --dry-run -Werror $files
 fi
 
+echo "== python venv ($build_dir/venv: safetensors + numpy, for the compressed-checkpoint check)"
+mkdir -p "$build_dir"
+[ -x "$build_dir/venv/bin/python" ] || python3 -m venv "$build_dir/venv"
+"$build_dir/venv/bin/python" -c "import safetensors, numpy" 2>/dev/null ||
+  "$build_dir/venv/bin/pip" install --quiet safetensors numpy
+venv_python="$(cd "$build_dir/venv/bin" && pwd)/python"
+
 echo "== configure ($build_dir)"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_WERROR=ON \
-  -DLATENTKV_BUILD_TESTS=ON -DLATENTKV_BUILD_BENCHMARKS=ON -DLATENTKV_BUILD_EXAMPLES=ON
+  -DLATENTKV_BUILD_TESTS=ON -DLATENTKV_BUILD_BENCHMARKS=ON -DLATENTKV_BUILD_EXAMPLES=ON \
+  -DLATENTKV_PYTHON="$venv_python"
 
 echo "== build"
 cmake --build "$build_dir" -j"$jobs"
