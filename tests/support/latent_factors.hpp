@@ -7,6 +7,9 @@
 //   A_k = U_r·Σ_r: (d, r_k),  B_k = V_rᵀ: (r_k, s·h)      (SigmaSplit::kLeft); A_v, B_v likewise
 //   W̃_o,j[:, block m] = B_v[:, KV head m / g of the group]·W_o[rows of query head j·s·g + m]
 // `dense_layers` lists layers left uncompressed (compressed == false, plan ranks at max_rank).
+// low_rank_weights() returns the same factors multiplied back (W_k ← A_k·B_k, W_v ← A_v·B_v per
+// group): route 1 is exact, so a DenseKvCache on those weights is the latent cache's reference
+// at any rank.
 #pragma once
 
 #include <algorithm>
@@ -21,10 +24,13 @@
 namespace latentkv::testing {
 
 /// The compressed model at `plan`'s ranks (its layout must match the weights and the grouping).
+/// `low_rank` (optional): receives `weights` with W_k, W_v of compressed layers replaced by the
+/// products of their factors.
 template <Grouping G>
 [[nodiscard]] CompressedModel latent_factors(const LlamaWeights& weights, const G& grouping,
                                              const RankPlan& plan,
-                                             const std::vector<Index>& dense_layers = {}) {
+                                             const std::vector<Index>& dense_layers = {},
+                                             LlamaWeights* low_rank = nullptr) {
   const ModelConfig& c = weights.config;
   const HeadLayout layout{c.num_kv_heads, c.head_dim};
   const Index s = grouping.heads_per_group(c.num_kv_heads);
@@ -41,6 +47,7 @@ template <Grouping G>
   model.factorizer = "svd";
   model.grouping = grouping.name();
   model.layers.resize(static_cast<std::size_t>(c.num_layers));
+  if (low_rank != nullptr) *low_rank = weights;
   for (Index l = 0; l < c.num_layers; ++l) {
     CompressedLayer& layer = model.layers[static_cast<std::size_t>(l)];
     if (std::find(dense_layers.begin(), dense_layers.end(), l) != dense_layers.end()) {
@@ -59,11 +66,11 @@ template <Grouping G>
       const Index rk = ranks.k[static_cast<std::size_t>(j)];
       const Index rv = ranks.v[static_cast<std::size_t>(j)];
       LatentKeyGroup key;
-      key.down = k.down.leftCols(rk).cast<float>();
-      key.up = k.up.topRows(rk).cast<float>();
+      key.down = k.down.leftCols(rk).template cast<float>();
+      key.up = k.up.topRows(rk).template cast<float>();
       key.spectrum = k.singular_values;
       LatentValueGroup value;
-      value.down = v.down.leftCols(rv).cast<float>();
+      value.down = v.down.leftCols(rv).template cast<float>();
       value.spectrum = v.singular_values;
       RowMatrix<double> out(rv, sg * c.d_model);
       for (Index m = 0; m < sg; ++m) {
@@ -73,6 +80,13 @@ template <Grouping G>
             w.wo.middleRows(head * h, h).cast<double>();
       }
       value.out = out.cast<float>();
+      if (low_rank != nullptr) {
+        AttentionWeights& lw = low_rank->layers[static_cast<std::size_t>(l)].attention;
+        lw.wk.middleCols(j * s * h, s * h) =
+            (k.down.leftCols(rk) * k.up.topRows(rk)).template cast<float>();
+        lw.wv.middleCols(j * s * h, s * h) =
+            (v.down.leftCols(rv) * v.up.topRows(rv)).template cast<float>();
+      }
       layer.k.push_back(std::move(key));
       layer.v.push_back(std::move(value));
     }

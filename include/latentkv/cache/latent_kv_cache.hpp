@@ -367,9 +367,9 @@ class LatentKvCache {
   }
 
   static void reserve_layer(Layer& layer, Index needed) {
-    auto& first = layer.compressed ? layer.latent_k : layer.keys;
-    if (needed <= first.rows()) return;
-    const Index capacity = std::max(needed, 2 * first.rows());
+    const Index have = layer.compressed ? layer.latent_k.rows() : layer.keys.rows();
+    if (needed <= have) return;
+    const Index capacity = std::max(needed, 2 * have);
     if (layer.compressed) {
       layer.latent_k.conservativeResize(capacity, Eigen::NoChange);
       layer.latent_v.conservativeResize(capacity, Eigen::NoChange);
