@@ -3,9 +3,10 @@
 //
 // A CompressedModel built from LlamaWeights by exact SVD, for tests and benchmarks of the latent
 // cache (not public API; the real Compressor lives in compress/). Per layer and head group j:
-//   W_k[:, group j] = U·Σ·Vᵀ (double BDCSVD, at full rank so the whole spectrum is kept)
-//   A_k = U_r·Σ_r: (d, r_k),  B_k = V_rᵀ: (r_k, s·h)      (SigmaSplit::kLeft); A_v, B_v likewise
-//   W̃_o,j[:, block m] = B_v[:, KV head m / g of the group]·W_o[rows of query head j·s·g + m]
+//   W_k[:, group j] = U·Σ·Vᵀ (double GramEigenFactorizer, at full rank so the whole spectrum is
+//   kept) A_k = U_r·Σ_r: (d, r_k),  B_k = V_rᵀ: (r_k, s·h)      (SigmaSplit::kLeft); A_v, B_v
+//   likewise W̃_o,j[:, block m] = B_v[:, KV head m / g of the group]·W_o[rows of query head j·s·g +
+//   m]
 // `dense_layers` lists layers left uncompressed (compressed == false, plan ranks at max_rank).
 // low_rank_weights() returns the same factors multiplied back (W_k ← A_k·B_k, W_v ← A_v·B_v per
 // group): route 1 is exact, so a DenseKvCache on those weights is the latent cache's reference
@@ -17,7 +18,7 @@
 #include <vector>
 
 #include "latentkv/compress/compressed_model.hpp"
-#include "latentkv/factorize/exact_svd_factorizer.hpp"
+#include "latentkv/factorize/gram_eigen_factorizer.hpp"
 #include "latentkv/factorize/grouping.hpp"
 #include "latentkv/model/llama_weights.hpp"
 
@@ -38,7 +39,7 @@ template <Grouping G>
   const Index sg = s * c.group_size();
   const Index h = c.head_dim;
   const Index max_rank = std::min(c.d_model, s * h);
-  const BdcsvdFactorizer<double> svd({SigmaSplit::kLeft});
+  const GramEigenFactorizer<double> svd({SigmaSplit::kLeft});
   const std::vector<Index> full(static_cast<std::size_t>(groups), max_rank);
 
   CompressedModel model;
