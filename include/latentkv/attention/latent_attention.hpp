@@ -48,7 +48,7 @@ namespace latentkv {
 /// Queries per latent-attention task: large enough to amortize rebuilding each key block.
 inline constexpr Index kLatentQueryBlock = 64;
 /// Cached tokens rebuilt at a time: their keys (kLatentKeyBlock·s·h floats) stay cache-resident.
-inline constexpr Index kLatentKeyBlock = 64;
+inline constexpr Index kLatentKeyBlock = 128;
 
 /// Element types a latent cache stores: fp32 (`float`) or fp16 bits (`std::uint16_t`).
 template <class S>
@@ -245,16 +245,16 @@ void latent_attention_block(const LatentAttentionParams<S>& p, Index t0, Index r
     ws.keys.resize(kb, s * h);
     ws.keys.noalias() = latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent) * up_k;
     for (Index u = 0; u < kb; ++u) {
-      const float* table = p.rope + (k0 + u) * p.ld_rope;
-      const Eigen::Map<const Eigen::ArrayXf> cos(table, half);
-      const Eigen::Map<const Eigen::ArrayXf> sin(table + half, half);
+      const float* cos = p.rope + (k0 + u) * p.ld_rope;
+      const float* sin = cos + half;
       for (Index e = 0; e < s; ++e) {
-        float* head = ws.keys.data() + u * s * h + e * h;
-        Eigen::Map<Eigen::ArrayXf> a(head, half);
-        Eigen::Map<Eigen::ArrayXf> b(head + half, half);
-        const Eigen::ArrayXf a0 = a;
-        a = a0 * cos - b * sin;
-        b = b * cos + a0 * sin;
+        float* x = ws.keys.data() + u * s * h + e * h;  // rope_rotate_pair on (i, i + r/2)
+        for (Index i = 0; i < half; ++i) {
+          const float a = x[i];
+          const float b = x[i + half];
+          x[i] = a * cos[i] - b * sin[i];
+          x[i + half] = b * cos[i] + a * sin[i];
+        }
       }
     }
     // Scores of every query head against its KV head's keys: (n, kb).
