@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../support/latent_factors.hpp"
@@ -70,6 +71,11 @@ TEST_F(LatentKvCacheTest, ModelsTheKvCacheConcept) {
   static_assert(KvCache<LatentKvCache<float>>);
   static_assert(KvCache<LatentKvCache<Fp16>>);
   static_assert(KvCache<LatentKvCache<>>);
+  // It keeps pointers to both inputs, so temporaries are refused at compile time.
+  static_assert(
+      std::is_constructible_v<LatentKvCache<>, const LlamaWeights&, const CompressedModel&>);
+  static_assert(!std::is_constructible_v<LatentKvCache<>, const LlamaWeights&, CompressedModel>);
+  static_assert(!std::is_constructible_v<LatentKvCache<>, LlamaWeights, const CompressedModel&>);
 }
 
 TEST_F(LatentKvCacheTest, FullRankReproducesDenseLogits) {

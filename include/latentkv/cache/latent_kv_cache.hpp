@@ -85,6 +85,10 @@ class LatentKvCache {
     rope_ = rope_table(capacity, c.rope_dim, c.rope_base);
   }
 
+  /// The cache keeps pointers: temporaries would dangle.
+  LatentKvCache(const LlamaWeights&, CompressedModel&&, Index = 0) = delete;
+  LatentKvCache(LlamaWeights&&, const CompressedModel&, Index = 0) = delete;
+
   /// Appends x's tokens to `layer` and returns their attention output (see kv_cache.hpp):
   /// x: (tokens, d_model) → (tokens, d_model).
   [[nodiscard]] RowMatrix<float> attend(Index layer, const MatrixCRef<float>& x, Index position) {
