@@ -323,6 +323,57 @@ TEST(LatentAttention, RejectsBadShapes) {
   }
 }
 
+/// Params of a one-group case (s = n_kv) over `in`, writing into `out`.
+LatentAttentionParams<float> one_group_params(const Case& c, const Inputs<float>& in,
+                                              RowMatrix<float>& out) {
+  LatentAttentionParams<float> p;
+  out.resize(c.tokens, c.num_heads * c.rank_v);
+  p.queries = in.queries.data();
+  p.latent_k = in.latent_k.data();
+  p.up_k = in.up_k[0].data();
+  p.latent_v = in.latent_v.data();
+  p.rope = in.rope.data();
+  p.out = out.data();
+  p.ld_queries = in.queries.cols();
+  p.ld_latent_k = in.latent_k.cols();
+  p.ld_up_k = in.up_k[0].cols();
+  p.ld_latent_v = in.latent_v.cols();
+  p.ld_rope = in.rope.cols();
+  p.ld_out = out.cols();
+  p.tokens = c.tokens;
+  p.length = in.length;
+  p.first_position = c.first_position;
+  p.heads_per_group = c.heads_per_group;
+  p.group_size = c.num_heads / c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.rope_dim = c.rope_dim;
+  p.rank_k = c.rank_k;
+  p.rank_v = c.rank_v;
+  p.scale = in.scale;
+  return p;
+}
+
+TEST(LatentAttention, SplitKeyRangesMergeToTheSameResult) {
+  for (const Case& c : {Case{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 1000, 0},
+                        Case{"Prefill", 9, 3, 3, 64, 64, 40, 24, 0, 130, 300, 2}}) {
+    const Inputs<float> in = make_inputs<float>(c);
+    const RowMatrix<float> want = reference(c, in);
+    for (const Index splits : {1, 2, 3, 7, 40}) {  // 40: more ranges than key blocks
+      RowMatrix<float> out;
+      const LatentAttentionParams<float> p = one_group_params(c, in, out);
+      run_latent_attention(std::span<const LatentAttentionParams<float>>(&p, 1), splits);
+      EXPECT_LT(relative_max_error(out, want), 2e-5) << c.name << " splits " << splits;
+    }
+  }
+  const Case c{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 10, 0};
+  const Inputs<float> in = make_inputs<float>(c);
+  RowMatrix<float> out;
+  const LatentAttentionParams<float> p = one_group_params(c, in, out);
+  expect_invalid(
+      [&] { run_latent_attention(std::span<const LatentAttentionParams<float>>(&p, 1), -1); },
+      "key_splits = -1");
+}
+
 TEST(LatentAttention, RunRejectsBadParams) {
   const Case c{"Params", 4, 2, 2, 8, 8, 4, 4, 0, 3, 0, 0};
   Inputs<float> in = make_inputs<float>(c);

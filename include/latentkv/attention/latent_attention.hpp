@@ -21,7 +21,9 @@
 // query row) and accumulate P·C^v_blk in latent space. The expanded keys (kb·s·h floats) and the
 // scores stay in L1/L2; the whole key matrix never exists. Rebuilding costs r_k·s·h MACs per key
 // per task, amortized over the block's rows (DESIGN §7: on a CPU this path is compute-bound).
-// Tasks run longest-first under OpenMP (LATENTKV_OMP).
+// Tasks run longest-first under OpenMP (LATENTKV_OMP). When there are fewer tasks than threads
+// (decode: one query row), each span is also cut into key ranges computed as separate tasks whose
+// unnormalized (acc, max, sum) are merged afterwards (split-KV, DESIGN §7).
 //
 // Storage: latents in fp32 (`float`) or fp16 (`std::uint16_t` holding IEEE binary16 bits,
 // core/half.hpp), widened to fp32 one key block at a time; all arithmetic is fp32.
@@ -214,10 +216,11 @@ StridedMap<float> latent_block(const S* data, Index ld, Index k0, Index kb, Inde
   }
 }
 
-/// Query rows [t0, t0 + rows) of one group: the whole causal span, see the notation block.
+/// Query rows [t0, t0 + rows) of one group against keys [key_begin, key_end) (causally masked):
+/// leaves the unnormalized ws.acc, ws.max and ws.sum of the (s·g·rows) stacked rows.
 template <LatentStorage S>
-void latent_attention_block(const LatentAttentionParams<S>& p, Index t0, Index rows,
-                            LatentWorkspace& ws) {
+void latent_attention_span(const LatentAttentionParams<S>& p, Index t0, Index rows, Index key_begin,
+                           Index key_end, LatentWorkspace& ws) {
   const Index s = p.heads_per_group;
   const Index h = p.head_dim;
   const Index heads = s * p.group_size;
@@ -238,9 +241,8 @@ void latent_attention_block(const LatentAttentionParams<S>& p, Index t0, Index r
   ws.sum.setZero(n);
 
   const Index first_query = p.first_position + t0;  // position of the block's first query
-  const Index span = first_query + rows;            // keys visible to its last query
-  for (Index k0 = 0; k0 < span; k0 += kLatentKeyBlock) {
-    const Index kb = std::min(kLatentKeyBlock, span - k0);
+  for (Index k0 = key_begin; k0 < key_end; k0 += kLatentKeyBlock) {
+    const Index kb = std::min(kLatentKeyBlock, key_end - k0);
     // Rebuild and rotate the block's keys: (kb, s·h).
     ws.keys.resize(kb, s * h);
     ws.keys.noalias() = latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent) * up_k;
@@ -284,50 +286,134 @@ void latent_attention_block(const LatentAttentionParams<S>& p, Index t0, Index r
     ws.acc.noalias() +=
         ws.scores * latent_block(p.latent_v, p.ld_latent_v, k0, kb, p.rank_v, ws.values);
   }
-  // Normalize into the output: head m's row t → out(t0 + t, m·r_v ..).
+}
+
+/// Normalizes stacked accumulators into the output: head m's row t → out(t0 + t, m·r_v ..).
+template <LatentStorage S>
+void write_latent_output(const LatentAttentionParams<S>& p, Index t0, Index rows,
+                         const RowMatrix<float>& acc, const Vector<float>& sum) {
+  const Index heads = p.heads_per_group * p.group_size;
   for (Index m = 0; m < heads; ++m) {
     for (Index t = 0; t < rows; ++t) {
       Eigen::Map<Eigen::RowVectorXf> to(p.out + (t0 + t) * p.ld_out + m * p.rank_v, p.rank_v);
-      to = ws.acc.row(m * rows + t) / ws.sum(m * rows + t);
+      to = acc.row(m * rows + t) / sum(m * rows + t);
     }
   }
 }
 
+/// One key split's unnormalized result (split-KV decode).
+struct LatentPartial {
+  RowMatrix<float> acc;  // (s·g·rows, r_v)
+  Vector<float> max;     // (s·g·rows)
+  Vector<float> sum;     // (s·g·rows)
+};
+
 }  // namespace detail
 
 /// Runs the latent kernel for every group in `groups` (one OpenMP region for all of them).
-/// Checks each params struct (extents, strides, null pointers) and throws InvalidArgument naming
-/// the group; the data behind the pointers is the caller's responsibility.
+/// `key_splits` cuts each query block's causal span into that many ranges of whole key blocks,
+/// computed as separate tasks and merged by their (max, sum) (split-KV, DESIGN §7); 0 chooses:
+/// 1 unless there are fewer (group, query block) tasks than threads (decode), then enough to
+/// give every thread work, each range at least 4 key blocks. Checks each params struct
+/// (extents, strides, null pointers) and throws InvalidArgument naming the group; the data behind
+/// the pointers is the caller's responsibility.
 template <LatentStorage S>
-void run_latent_attention(std::span<const LatentAttentionParams<S>> groups) {
+void run_latent_attention(std::span<const LatentAttentionParams<S>> groups, Index key_splits = 0) {
   constexpr const char* kWhere = "latentkv::run_latent_attention";
-  std::vector<Index> first_task(groups.size() + 1, 0);  // tasks of group j: [first_task[j], +1)
+  if (key_splits < 0) {
+    detail::raise<InvalidArgument>(kWhere, "key_splits = ", key_splits, ", expected >= 0");
+  }
+  std::vector<Index> first_block(groups.size() + 1, 0);  // blocks of group j: [first_block[j], +1)
   double work = 0.0;
+  Index longest = 0;
   for (std::size_t j = 0; j < groups.size(); ++j) {
     const LatentAttentionParams<S>& p = groups[j];
     detail::check_latent_params(p, j, kWhere);
-    first_task[j + 1] = first_task[j] + (p.tokens + kLatentQueryBlock - 1) / kLatentQueryBlock;
+    first_block[j + 1] = first_block[j] + (p.tokens + kLatentQueryBlock - 1) / kLatentQueryBlock;
     const double keys = static_cast<double>(p.first_position + p.tokens);
     const double heads = static_cast<double>(p.heads_per_group * p.group_size);
     work +=
         keys * (static_cast<double>(p.tokens) * heads * static_cast<double>(p.head_dim + p.rank_v) +
                 static_cast<double>(p.rank_k * p.heads_per_group * p.head_dim));
+    if (p.tokens > 0) longest = std::max(longest, p.first_position + p.tokens);
   }
-  const Index num_tasks = first_task.back();
-  if (num_tasks == 0) return;
+  const Index num_blocks = first_block.back();
+  if (num_blocks == 0) return;
+  Index splits = key_splits;
+  if (splits == 0) {
+    int threads = max_threads();
+#if defined(_OPENMP)
+    if (omp_in_parallel()) threads = 1;
+#endif
+    splits = 1;
+    if (threads > 1 && num_blocks < threads && work > 1e6) {
+      const Index most = std::max<Index>(1, longest / (4 * kLatentKeyBlock));
+      splits = std::min<Index>((2 * threads + num_blocks - 1) / num_blocks, most);
+    }
+  }
+  const Index num_tasks = num_blocks * splits;
+  std::vector<detail::LatentPartial> partials(static_cast<std::size_t>(splits > 1 ? num_tasks : 0));
+  // Block b of the list (0 = group 0's last query block): its group, params and first query.
+  const auto locate = [&](Index b, std::size_t& j, Index& t0) {
+    j = 0;
+    while (first_block[j + 1] <= b) ++j;
+    const Index blocks = first_block[j + 1] - first_block[j];
+    t0 = (blocks - 1 - (b - first_block[j])) * kLatentQueryBlock;  // longest spans first
+  };
   [[maybe_unused]] const bool parallel = num_tasks > 1 && work > 1e6;
   LATENTKV_OMP(parallel if (parallel)) {
     detail::LatentWorkspace ws;
     LATENTKV_OMP(for schedule(dynamic, 1))
     for (Index task = 0; task < num_tasks; ++task) {
-      // Longest causal spans first: task 0 is every group's last query block, and so on.
       std::size_t j = 0;
-      while (first_task[j + 1] <= task) ++j;
+      Index t0 = 0;
+      locate(task / splits, j, t0);
       const LatentAttentionParams<S>& p = groups[j];
-      const Index blocks = first_task[j + 1] - first_task[j];
-      const Index block = blocks - 1 - (task - first_task[j]);
-      const Index t0 = block * kLatentQueryBlock;
-      detail::latent_attention_block(p, t0, std::min(kLatentQueryBlock, p.tokens - t0), ws);
+      const Index rows = std::min(kLatentQueryBlock, p.tokens - t0);
+      const Index span = p.first_position + t0 + rows;  // keys visible to the block's last query
+      if (splits == 1) {
+        detail::latent_attention_span(p, t0, rows, 0, span, ws);
+        detail::write_latent_output(p, t0, rows, ws.acc, ws.sum);
+        continue;
+      }
+      const Index per_split =
+          (span + kLatentKeyBlock * splits - 1) / (kLatentKeyBlock * splits) * kLatentKeyBlock;
+      const Index begin = std::min(span, (task % splits) * per_split);
+      const Index end = std::min(span, begin + per_split);
+      detail::latent_attention_span(p, t0, rows, begin, end, ws);
+      detail::LatentPartial& part = partials[static_cast<std::size_t>(task)];
+      part.acc = ws.acc;
+      part.max = ws.max;
+      part.sum = ws.sum;
+    }
+    if (splits > 1) {
+      // Merge: M = max_q m_q, L = Σ_q l_q·e^(m_q − M), O = Σ_q acc_q·e^(m_q − M) / L.
+      RowMatrix<float> acc;
+      Vector<float> sum;
+      LATENTKV_OMP(for schedule(dynamic, 1))
+      for (Index b = 0; b < num_blocks; ++b) {
+        std::size_t j = 0;
+        Index t0 = 0;
+        locate(b, j, t0);
+        const LatentAttentionParams<S>& p = groups[j];
+        const Index rows = std::min(kLatentQueryBlock, p.tokens - t0);
+        const auto part = [&](Index q) -> const detail::LatentPartial& {
+          return partials[static_cast<std::size_t>(b * splits + q)];
+        };
+        Vector<float> max = part(0).max;
+        for (Index q = 1; q < splits; ++q) max = max.cwiseMax(part(q).max);
+        acc.setZero(part(0).acc.rows(), part(0).acc.cols());
+        sum.setZero(max.size());
+        for (Index q = 0; q < splits; ++q) {
+          for (Index i = 0; i < max.size(); ++i) {
+            if (part(q).sum(i) == 0.0f) continue;  // no visible key in this range
+            const float w = std::exp(part(q).max(i) - max(i));
+            sum(i) += w * part(q).sum(i);
+            acc.row(i) += w * part(q).acc.row(i);
+          }
+        }
+        detail::write_latent_output(p, t0, rows, acc, sum);
+      }
     }
   }
 }
