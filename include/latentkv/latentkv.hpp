@@ -6,6 +6,8 @@
 #pragma once
 
 #include "latentkv/attention/causal_attention.hpp"
+#include "latentkv/attention/latent_attention.hpp"
+#include "latentkv/cache/latent_kv_cache.hpp"
 #include "latentkv/core/config.hpp"
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/half.hpp"
