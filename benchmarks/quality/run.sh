@@ -15,7 +15,8 @@
 #               re-planned by the same schedule and truncated, = compressing at b' directly)
 #   svd (plain) × uniform, progressive × joint (data-free; compressed at every budget)
 #   rsvd        × progressive × joint at 0.5
-#   search      × whitened × joint at 0.5 and 0.3 (compressed at each budget)
+#   search      × whitened × joint at 0.5 and 0.3 (compressed at each budget; Δr 32, 8
+#               decrements per round, KL on 128 tokens)
 # Calibration (whitened, sensitivity, search): the last tokens of the same WikiText-2 file
 # (2048 for the Gram matrices, 256 for the KL divergence), disjoint from the first chunks scored.
 # --quick: only budgets 0.5 and 0.3, whitened × {uniform, progressive} × joint (a smoke run).
@@ -142,6 +143,7 @@ if ((!quick)); then
     echo "== $name"
     start=$(date +%s.%N)
     "$compress" --model "$model" --budget "$b" --schedule search --factorizer whitened \
+      --search-step 32 --search-per-round 8 --divergence-tokens 128 \
       --out "$work/$name.safetensors" --report "$work/$name.report.json" --quiet >/dev/null
     seconds=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
     evaluate "$work/$name.json" --compressed "$work/$name.safetensors"

@@ -15,13 +15,14 @@
 #pragma once
 
 #include <array>
-#include <nlohmann/json.hpp>
-#include <utility>
-#include <vector>
 #include <charconv>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "latentkv/compress/compressor.hpp"
 #include "latentkv/core/error.hpp"
@@ -122,7 +123,8 @@ inline void check_factorizer_name(std::string_view name) {
   if (is_data_free_schedule(name)) return make_data_free_schedule(name);
   const auto weights = [&](const char* key) {
     if (!state.is_object() || !state.contains(key) || !state[key].is_array()) {
-      detail::raise<InvalidArgument>(kWhere, "schedule ", detail::quoted(name), ": state has no ", key);
+      detail::raise<InvalidArgument>(kWhere, "schedule ", detail::quoted(name), ": state has no ",
+                                     key);
     }
     return state[key].get<std::vector<double>>();
   };
@@ -138,7 +140,8 @@ inline void check_factorizer_name(std::string_view name) {
     GreedySearchRankSchedule::Options options;
     if (state.is_object()) {
       options.step = state.value("step", options.step);
-      options.decrements_per_round = state.value("decrements_per_round", options.decrements_per_round);
+      options.decrements_per_round =
+          state.value("decrements_per_round", options.decrements_per_round);
     }
     return GreedySearchRankSchedule(std::move(divergence), options);
   }
@@ -146,20 +149,53 @@ inline void check_factorizer_name(std::string_view name) {
   detail::raise<InvalidArgument>(kWhere, "schedule ", detail::quoted(name), " cannot be rebuilt");
 }
 
-/// fn(compressor) with the Compressor of the three policies held by the variants.
+/// A Grouping chosen at run time: forwards to the policy the variant holds (one call per layer,
+/// so visiting costs nothing measurable and the Compressor is instantiated once, not per grouping).
+class RuntimeGrouping {
+ public:
+  RuntimeGrouping(AnyGrouping grouping) : grouping_(std::move(grouping)) {}  // NOLINT: implicit
+  [[nodiscard]] Index heads_per_group(Index num_kv_heads) const {
+    return std::visit([&](const auto& g) { return g.heads_per_group(num_kv_heads); }, grouping_);
+  }
+  [[nodiscard]] std::string name() const { return grouping_name(grouping_); }
+
+ private:
+  AnyGrouping grouping_;
+};
+
+/// A RankSchedule chosen at run time (see RuntimeGrouping): plan() runs the variant's policy.
+class RuntimeRankSchedule {
+ public:
+  RuntimeRankSchedule(AnyRankSchedule schedule)  // NOLINT: implicit
+      : schedule_(std::move(schedule)) {}
+  [[nodiscard]] RankPlan plan(const RankProblem& problem, const RankBudget& budget) const {
+    return std::visit([&](const auto& s) { return s.plan(problem, budget); }, schedule_);
+  }
+  [[nodiscard]] std::string name() const {
+    return std::visit([](const auto& s) { return std::string(s.name()); }, schedule_);
+  }
+
+ private:
+  AnyRankSchedule schedule_;
+};
+
+static_assert(Grouping<RuntimeGrouping>);
+static_assert(RankSchedule<RuntimeRankSchedule>);
+
+/// fn(compressor) with a Compressor<F, RuntimeGrouping, RuntimeRankSchedule> of the factorizer the
+/// variant holds: one instantiation per factorizer type, whatever the grouping and schedule.
 template <class Fn>
 decltype(auto) with_compressor(const AnyFactorizer& factorizer, const AnyGrouping& grouping,
                                const AnyRankSchedule& schedule, const CompressorOptions& options,
                                Fn&& fn) {
   return std::visit(
-      [&](const auto& f, const auto& g, const auto& s) -> decltype(auto) {
+      [&](const auto& f) -> decltype(auto) {
         using F = std::decay_t<decltype(f)>;
-        using G = std::decay_t<decltype(g)>;
-        using S = std::decay_t<decltype(s)>;
-        const Compressor<F, G, S> compressor(f, g, s, options);
+        const Compressor<F, RuntimeGrouping, RuntimeRankSchedule> compressor(f, grouping, schedule,
+                                                                             options);
         return fn(compressor);
       },
-      factorizer, grouping, schedule);
+      factorizer);
 }
 
 /// plan(problem, budget) of whichever schedule the variant holds.
