@@ -20,6 +20,8 @@
 # Calibration (whitened, sensitivity, search): the last tokens of the same WikiText-2 file
 # (2048 for the Gram matrices, 256 for the KL divergence), disjoint from the first chunks scored.
 # --quick: only budgets 0.5 and 0.3, whitened × {uniform, progressive} × joint (a smoke run).
+# --only SCHEDULE: re-run that schedule's rows of the grid and replace them in DIR/quality.csv
+#   (after a change to one schedule; the other rows are kept as they were measured).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -27,8 +29,10 @@ all_args="$*"
 chunks=4
 out=docs/quality
 quick=0
+only=""
 while (($#)); do
   case "$1" in
+    --only) only=$2; shift ;;
     --chunks) chunks=$2; shift ;;
     --out) out=$2; shift ;;
     --quick) quick=1 ;;
@@ -82,9 +86,13 @@ evaluate() {  # evaluate JSON_OUT ARGS...
     { cat "$json.log" >&2; exit 1; }
 }
 
-echo "== dense"
-evaluate "$work/dense.json"
-row dense dense dense 1.0 "$work/dense.json" 0 dense
+if [ -z "$only" ]; then
+  echo "== dense"
+  evaluate "$work/dense.json"
+  row dense dense dense 1.0 "$work/dense.json" 0 dense
+fi
+# wanted SCHEDULE: true when this run covers SCHEDULE.
+wanted() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 
 if ((quick)); then
   budgets=(0.5 0.3)
@@ -98,6 +106,7 @@ fi
 
 for grouping in "${groupings[@]}"; do
   for schedule in "${whitened_schedules[@]}"; do
+    wanted "$schedule" || continue
     name=whitened-$schedule-$grouping
     top=${budgets[0]}
     echo "== $name (compressed at $top)"
@@ -118,6 +127,7 @@ done
 
 if ((!quick)); then
   for schedule in uniform progressive; do
+    wanted "$schedule" || continue
     for b in "${budgets[@]}"; do
       name=svd-$schedule-joint-$b
       echo "== $name"
@@ -131,14 +141,17 @@ if ((!quick)); then
     done
   done
   name=rsvd-progressive-joint-0.5
-  echo "== $name"
-  start=$(date +%s.%N)
-  "$compress" --model "$model" --budget 0.5 --schedule progressive --factorizer rsvd \
-    --out "$work/$name.safetensors" --quiet >/dev/null
-  seconds=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
-  evaluate "$work/$name.json" --compressed "$work/$name.safetensors"
-  row rsvd progressive joint 0.5 "$work/$name.json" "$seconds" compressed
+  if wanted progressive; then
+    echo "== $name"
+    start=$(date +%s.%N)
+    "$compress" --model "$model" --budget 0.5 --schedule progressive --factorizer rsvd \
+      --out "$work/$name.safetensors" --quiet >/dev/null
+    seconds=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+    evaluate "$work/$name.json" --compressed "$work/$name.safetensors"
+    row rsvd progressive joint 0.5 "$work/$name.json" "$seconds" compressed
+  fi
   for b in 0.5 0.3; do
+    wanted search || continue
     name=whitened-search-joint-$b
     echo "== $name"
     start=$(date +%s.%N)
@@ -152,7 +165,17 @@ if ((!quick)); then
   done
 fi
 
-cp "$csv" "$out/quality.csv"
+if [ -n "$only" ]; then  # the other rows as they were, this schedule's rows new
+  python3 - "$out/quality.csv" "$csv" "$only" <<'PY'
+import sys
+old, new, only = sys.argv[1:]
+keep = [l for l in open(old).read().splitlines() if l.split(",")[1] != only]
+add = open(new).read().splitlines()[1:]
+open(old, "w").write("\n".join(keep + add) + "\n")
+PY
+else
+  cp "$csv" "$out/quality.csv"
+fi
 "$venv/bin/python" benchmarks/quality/table.py "$out/quality.csv" --md "$out/quality.md" \
   --png "$out/quality.png" --command "benchmarks/quality/run.sh ${all_args}" --chunks "$chunks"
 echo "wrote $out/quality.csv, $out/quality.md, $out/quality.png"

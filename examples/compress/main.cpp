@@ -338,11 +338,16 @@ int run(Options o) {
     schedule_state["calib"] = o.calib.filename().string();
     const Index max_rank = full->max_rank();
     if (o.schedule == "sensitivity") {
-      const Index probe = std::max<Index>(1, max_rank / 4);
+      // Probe deep (an eighth of the full rank): where budgets below 0.5 put the cheap layers.
+      const Index probe = std::max<Index>(1, max_rank / 8);
       const lk::LayerSensitivities w =
           lk::measure_layer_sensitivities(*divergence, full->plan, selected, probe);
-      schedule = lk::SensitivityRankSchedule(w.k, w.v);
+      const lk::SensitivityRankSchedule sensitivity(w.k, w.v);
+      schedule = sensitivity;
       schedule_state["probe_rank"] = probe;
+      schedule_state["alpha"] = sensitivity.options().alpha;
+      schedule_state["weight_floor"] = sensitivity.options().weight_floor;
+      schedule_state["power"] = sensitivity.options().power;
       schedule_state["k_weights"] = w.k;
       schedule_state["v_weights"] = w.v;
     } else {

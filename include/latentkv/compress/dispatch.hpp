@@ -114,7 +114,8 @@ inline void check_factorizer_name(std::string_view name) {
 
 /// The schedule a compressed checkpoint was planned with, rebuilt from its name and the state the
 /// tool stored beside it (metadata "schedule_state": sensitivity weights "k_weights" /
-/// "v_weights"; search options "step" / "decrements_per_round"). A search needs `divergence`
+/// "v_weights" and options "alpha" / "weight_floor" / "power"; search options "step" /
+/// "decrements_per_round"). A search needs `divergence`
 /// (over plans of the compressed layers). Throws InvalidArgument naming what is missing.
 [[nodiscard]] inline AnyRankSchedule schedule_from_state(
     std::string_view name, const nlohmann::json& state,
@@ -131,7 +132,13 @@ inline void check_factorizer_name(std::string_view name) {
   if (name == "sensitivity") {
     std::vector<double> k = weights("k_weights");
     std::vector<double> v = weights("v_weights");
-    return SensitivityRankSchedule(std::move(k), std::move(v));
+    SensitivityRankSchedule::Options options;
+    if (state.is_object()) {
+      options.alpha = state.value("alpha", options.alpha);
+      options.weight_floor = state.value("weight_floor", options.weight_floor);
+      options.power = state.value("power", options.power);
+    }
+    return SensitivityRankSchedule(std::move(k), std::move(v), options);
   }
   if (name == "search") {
     if (!divergence) {
