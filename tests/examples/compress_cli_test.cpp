@@ -17,7 +17,9 @@
 #include <sstream>
 #include <string>
 
+#include "../support/hf_checkpoint.hpp"
 #include "../support/tiny_llama.hpp"
+#include "../support/tool_run.hpp"
 #include "latentkv/io/compressed_checkpoint.hpp"
 #include "latentkv/io/hf_model_dir.hpp"
 #include "latentkv/io/safetensors.hpp"
@@ -28,64 +30,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct Run {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
-
-Run run(const std::string& args) {
-  const std::string command = std::string(LATENTKV_COMPRESS_TOOL) + " " + args + " 2>&1";
-  Run r;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) r.output += buffer;
-  const int status = ::pclose(pipe);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-/// Writes `w` as a Hugging Face directory (config.json + model.safetensors, [out, in] tensors).
-void write_hf_dir(const LlamaWeights& w, const fs::path& dir) {
-  fs::create_directories(dir);
-  const ModelConfig& c = w.config;
-  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
-                           {"model_type", "llama"},
-                           {"hidden_size", c.d_model},
-                           {"intermediate_size", c.ffn_dim},
-                           {"num_hidden_layers", c.num_layers},
-                           {"num_attention_heads", c.num_heads},
-                           {"num_key_value_heads", c.num_kv_heads},
-                           {"vocab_size", c.vocab_size},
-                           {"rms_norm_eps", c.norm_eps},
-                           {"rope_theta", c.rope_base},
-                           {"tie_word_embeddings", c.tied_embeddings},
-                           {"max_position_embeddings", c.context_length},
-                           {"hidden_act", "silu"}};
-  std::ofstream(dir / "config.json") << config.dump(2);
-  SafetensorsWriter out;
-  out.add(HfLlamaNames::embed_tokens(), w.token_embedding);
-  out.add(HfLlamaNames::final_norm(), w.output_norm.transpose(), {c.d_model},
-          SafetensorsDtype::kF32);
-  for (Index l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& layer = w.layers[static_cast<std::size_t>(l)];
-    out.add(HfLlamaNames::input_norm(l), layer.attention_norm.transpose(), {c.d_model},
-            SafetensorsDtype::kF32);
-    out.add(HfLlamaNames::q_proj(l), layer.attention.wq.transpose());
-    out.add(HfLlamaNames::k_proj(l), layer.attention.wk.transpose());
-    out.add(HfLlamaNames::v_proj(l), layer.attention.wv.transpose());
-    out.add(HfLlamaNames::o_proj(l), layer.attention.wo.transpose());
-  }
-  out.write(dir / "model.safetensors");
-}
-
 class CompressCli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -95,7 +39,7 @@ class CompressCli : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     weights_ = testing::random_llama_weights(testing::tiny_llama_config(), 17);
-    write_hf_dir(weights_, dir_ / "model");
+    testing::write_hf_dir(weights_, dir_ / "model");
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -114,10 +58,11 @@ class CompressCli : public ::testing::Test {
 
 TEST_F(CompressCli, CompressesACheckpointAndWritesTheReport) {
   const fs::path report = dir_ / "report.json";
-  const Run r = run("--model " + model() +
-                    " --budget 0.5 --schedule uniform --factorizer svd "
-                    "--grouping per-head --out " +
-                    out() + " --report " + report.string() + " --quiet");
+  const testing::ToolRun r = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL, "--model " + model() +
+                                  " --budget 0.5 --schedule uniform --factorizer svd "
+                                  "--grouping per-head --out " +
+                                  out() + " --report " + report.string() + " --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_THAT(r.output,
               HasSubstr("| numbers per token            |             64 |             32 |"));
@@ -127,7 +72,7 @@ TEST_F(CompressCli, CompressesACheckpointAndWritesTheReport) {
   EXPECT_EQ(m.factorizer, "svd");
   EXPECT_EQ(m.plan.schedule, "uniform");
   EXPECT_DOUBLE_EQ(m.plan.budget(), 0.5);
-  const nlohmann::json j = nlohmann::json::parse(read_all(report));
+  const nlohmann::json j = nlohmann::json::parse(testing::read_all(report));
   for (const char* key : {"budget_requested", "budget_achieved", "kv_bytes_per_token_dense",
                           "kv_bytes_per_token_latent", "layers", "seconds"}) {
     EXPECT_TRUE(j.contains(key)) << key;
@@ -139,10 +84,11 @@ TEST_F(CompressCli, CompressesACheckpointAndWritesTheReport) {
 }
 
 TEST_F(CompressCli, OnlyTheSelectedLayersAreCompressed) {
-  const Run r = run("--model " + model() +
-                    " --budget 0.25 --layers 1-1 --schedule progressive "
-                    "--out " +
-                    out() + " --quiet");
+  const testing::ToolRun r = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL, "--model " + model() +
+                                  " --budget 0.25 --layers 1-1 --schedule progressive "
+                                  "--out " +
+                                  out() + " --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
   const CompressedModel m = load_compressed_checkpoint(out());
   EXPECT_FALSE(m.layers[0].compressed);
@@ -152,7 +98,8 @@ TEST_F(CompressCli, OnlyTheSelectedLayersAreCompressed) {
 
 TEST_F(CompressCli, RejectsBudgetsOutsideTheUnitInterval) {
   for (const char* budget : {"0", "1.5", "-0.5", "nan"}) {
-    const Run r = run("--model " + model() + " --budget " + budget + " --out " + out());
+    const testing::ToolRun r = testing::run_tool(
+        LATENTKV_COMPRESS_TOOL, "--model " + model() + " --budget " + budget + " --out " + out());
     EXPECT_EQ(r.status, 1) << budget;
     EXPECT_THAT(r.output, HasSubstr("expected a kept fraction in (0, 1]")) << budget;
   }
@@ -161,7 +108,8 @@ TEST_F(CompressCli, RejectsBudgetsOutsideTheUnitInterval) {
 
 TEST_F(CompressCli, RejectsUnknownOptionValues) {
   const auto expect_error = [&](const std::string& args, const std::string& message) {
-    const Run r = run("--model " + model() + " --out " + out() + " " + args);
+    const testing::ToolRun r = testing::run_tool(
+        LATENTKV_COMPRESS_TOOL, "--model " + model() + " --out " + out() + " " + args);
     EXPECT_EQ(r.status, 1) << args << ": " << r.output;
     EXPECT_THAT(r.output, HasSubstr(message)) << args;
   };
@@ -183,8 +131,9 @@ TEST_F(CompressCli, RejectsKvShapesThatDisagreeWithTheConfig) {
   LlamaWeights bad = weights_;
   bad.layers[1].attention.wk = RowMatrix<float>::Ones(32, 12);  // 12 columns, config: 2·8 = 16
   fs::remove_all(dir_ / "model");
-  write_hf_dir(bad, dir_ / "model");
-  const Run r = run("--model " + model() + " --out " + out());
+  testing::write_hf_dir(bad, dir_ / "model");
+  const testing::ToolRun r =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL, "--model " + model() + " --out " + out());
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.output, HasSubstr("tensor 'model.layers.1.self_attn.k_proj.weight' has shape "
                                   "[12, 32], expected [16, 32]"));
@@ -195,8 +144,9 @@ TEST_F(CompressCli, RejectsNanWeightsNamingTheLayer) {
   LlamaWeights bad = weights_;
   bad.layers[1].attention.wv(4, 3) = std::numeric_limits<float>::quiet_NaN();
   fs::remove_all(dir_ / "model");
-  write_hf_dir(bad, dir_ / "model");
-  const Run r = run("--model " + model() + " --out " + out());
+  testing::write_hf_dir(bad, dir_ / "model");
+  const testing::ToolRun r =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL, "--model " + model() + " --out " + out());
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.output, HasSubstr("layer 1 W_v (model.layers.1.self_attn.v_proj.weight) has a "
                                   "non-finite entry nan"));
@@ -205,29 +155,34 @@ TEST_F(CompressCli, RejectsNanWeightsNamingTheLayer) {
 
 TEST_F(CompressCli, RefusesToOverwriteItsInput) {
   const fs::path input = dir_ / "model" / "model.safetensors";
-  const std::string before = read_all(input);
+  const std::string before = testing::read_all(input);
   for (const std::string& target : {input.string(), model() + "/./model.safetensors"}) {
-    const Run r = run("--model " + input.string() + " --out " + target);
+    const testing::ToolRun r =
+        testing::run_tool(LATENTKV_COMPRESS_TOOL, "--model " + input.string() + " --out " + target);
     EXPECT_EQ(r.status, 1);
     EXPECT_THAT(r.output, HasSubstr("is the input checkpoint: refusing to overwrite it"));
   }
-  const Run dir_run = run("--model " + model() + " --out " + input.string());
+  const testing::ToolRun dir_run =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL, "--model " + model() + " --out " + input.string());
   EXPECT_EQ(dir_run.status, 1);
   EXPECT_THAT(dir_run.output, HasSubstr("refusing to overwrite it"));
-  EXPECT_EQ(read_all(input), before);
-  const Run report = run("--model " + model() + " --out " + out() + " --report " + out());
+  EXPECT_EQ(testing::read_all(input), before);
+  const testing::ToolRun report = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL, "--model " + model() + " --out " + out() + " --report " + out());
   EXPECT_THAT(report.output, HasSubstr("would overwrite the input or the output"));
   expect_nothing_written();
 }
 
 TEST_F(CompressCli, ASingleSafetensorsFileUsesTheConfigBesideIt) {
-  const Run r = run("--model " + (dir_ / "model" / "model.safetensors").string() +
-                    " --budget 0.75 --out " + out() + " --quiet");
+  const testing::ToolRun r = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL, "--model " + (dir_ / "model" / "model.safetensors").string() +
+                                  " --budget 0.75 --out " + out() + " --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NEAR(load_compressed_checkpoint(out()).plan.budget(), 0.75, 1.0 / 64);
   fs::remove(dir_ / "model" / "config.json");
-  const Run none = run("--model " + (dir_ / "model" / "model.safetensors").string() + " --out " +
-                       (dir_ / "other.safetensors").string());
+  const testing::ToolRun none = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL, "--model " + (dir_ / "model" / "model.safetensors").string() +
+                                  " --out " + (dir_ / "other.safetensors").string());
   EXPECT_EQ(none.status, 1);
   EXPECT_THAT(none.output, HasSubstr("needs config.json beside it"));
 }

@@ -1,0 +1,109 @@
+// SPDX-FileCopyrightText: 2026 The latentkv authors
+// SPDX-License-Identifier: Apache-2.0
+//
+// latentkv-compress + latentkv-eval on the real SmolLM2 checkpoint (label model): the elastic
+// budget end to end (a file made at 0.5 evaluated at --budget 0.3 gives the perplexity of a file
+// made at 0.3 directly: exact SVD, nested factors), and the evaluator's bad input.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "../support/hf_checkpoint.hpp"
+#include "../support/smollm2.hpp"
+#include "../support/tiny_llama.hpp"
+#include "../support/tool_run.hpp"
+#include "latentkv/io/compressed_checkpoint.hpp"
+
+namespace latentkv {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class CompressSmolLm2 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("latentkv-compress-model-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  void SetUp() override {
+    if (!fs::is_regular_file(testing::smollm2_path())) {
+      GTEST_SKIP() << "the SmolLM2 model is not at " << testing::smollm2_path()
+                   << ": run scripts/fetch-model.sh";
+    }
+  }
+  static std::string model() { return testing::smollm2_path().string(); }
+  static std::string file(const std::string& name) { return (dir_ / name).string(); }
+
+  /// latentkv-compress at `budget` into `name` (once per test binary).
+  static void compress(const std::string& name, const std::string& budget) {
+    if (fs::exists(dir_ / name)) return;
+    const testing::ToolRun r = testing::run_tool(
+        LATENTKV_COMPRESS_TOOL, "--model " + model() + " --budget " + budget +
+                                    " --schedule energy --factorizer svd --grouping per-head "
+                                    "--quiet --out " +
+                                    file(name));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+
+  /// latentkv-eval on 2 chunks of 128 tokens; returns its JSON result.
+  static nlohmann::json evaluate(const std::string& args) {
+    const std::string json = file("eval.json");
+    fs::remove(json);
+    const testing::ToolRun r = testing::run_tool(
+        LATENTKV_EVAL_TOOL,
+        "--model " + model() + " --ctx 128 --chunks 2 --json " + json + " " + args);
+    EXPECT_EQ(r.status, 0) << r.output;
+    return r.status == 0 ? nlohmann::json::parse(testing::read_all(json)) : nlohmann::json{};
+  }
+
+  static inline fs::path dir_;
+};
+
+TEST_F(CompressSmolLm2, AFileServesSmallerBudgetsLikeRecompressing) {
+  compress("b05.safetensors", "0.5");
+  compress("b03.safetensors", "0.3");
+  const nlohmann::json elastic =
+      evaluate("--compressed " + file("b05.safetensors") + " --budget 0.3");
+  const nlohmann::json direct = evaluate("--compressed " + file("b03.safetensors"));
+  ASSERT_TRUE(elastic.contains("mean_nll") && direct.contains("mean_nll"));
+  EXPECT_DOUBLE_EQ(elastic["budget"].get<double>(), direct["budget"].get<double>());
+  EXPECT_EQ(elastic["kv_bytes_per_token"], direct["kv_bytes_per_token"]);
+  EXPECT_NEAR(elastic["mean_nll"].get<double>(), direct["mean_nll"].get<double>(), 1e-4);
+  // And the budget really changed the model: 0.5 is better than 0.3.
+  const nlohmann::json half = evaluate("--compressed " + file("b05.safetensors"));
+  EXPECT_LT(half["mean_nll"].get<double>(), direct["mean_nll"].get<double>() - 1e-3);
+  EXPECT_EQ(2 * elastic["kv_bytes_per_token"].get<Index>(),
+            half["kv_bytes_per_token"].get<Index>() * 6 / 5);
+}
+
+TEST_F(CompressSmolLm2, TheEvaluatorRejectsBadBudgetsAndForeignCheckpoints) {
+  compress("b05.safetensors", "0.5");
+  const auto expect_error = [&](const std::string& args, const std::string& message) {
+    const testing::ToolRun r =
+        testing::run_tool(LATENTKV_EVAL_TOOL, "--model " + model() + " " + args);
+    EXPECT_EQ(r.status, 1) << args << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr(message)) << args;
+  };
+  expect_error("--compressed " + file("b05.safetensors") + " --budget 0.6",
+               "--budget = 0.6, expected in (0, 0.5]");
+  expect_error("--budget 0.3", "--budget needs --compressed");
+  expect_error("--compressed " + file("missing.safetensors"), "--compressed: no file at");
+  // A compressed checkpoint of another model.
+  const LlamaWeights tiny = testing::random_llama_weights(testing::tiny_llama_config(), 3);
+  testing::write_hf_dir(tiny, dir_ / "tiny");
+  const testing::ToolRun made =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL,
+                        "--model " + file("tiny") + " --quiet --out " + file("tiny.safetensors"));
+  ASSERT_EQ(made.status, 0) << made.output;
+  expect_error("--compressed " + file("tiny.safetensors"),
+               "was made from a model with 2 layers, d_model 32");
+}
+
+}  // namespace
+}  // namespace latentkv
