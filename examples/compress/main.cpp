@@ -49,8 +49,8 @@ constexpr const char* kTool = "latentkv-compress";
 struct Options {
   fs::path model;
   double budget = 0.5;
-  std::string schedule = "progressive";
-  std::string factorizer = "svd";
+  std::string schedule = "energy";
+  std::string factorizer;  // empty: whitened for a GGUF (calibration needs its tokenizer), else svd
   std::string grouping = "joint";
   fs::path calib;
   Index calib_tokens = 2048;      // whitening Grams
@@ -217,6 +217,8 @@ int run(Options o) {
   if (!(o.budget > 0.0 && o.budget <= 1.0)) {
     usage_error("--budget = ", o.budget, ", expected a kept fraction in (0, 1]");
   }
+  const bool gguf_input = fs::is_regular_file(o.model) && o.model.extension() == ".gguf";
+  if (o.factorizer.empty()) o.factorizer = gguf_input ? "whitened" : "svd";
   lk::check_factorizer_name(o.factorizer);
   lk::check_schedule_name(o.schedule);
   const lk::AnyGrouping grouping = lk::parse_grouping(o.grouping);
@@ -413,7 +415,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--schedule", o.schedule, "uniform|progressive|energy|sensitivity|search")
       ->capture_default_str();
-  app.add_option("--factorizer", o.factorizer, "svd|rsvd|whitened")->capture_default_str();
+  app.add_option("--factorizer", o.factorizer,
+                 "svd|rsvd|whitened (default: whitened for a .gguf --model, else svd)");
   app.add_option("--grouping", o.grouping, "joint|per-head|group:N")->capture_default_str();
   app.add_option("--calib", o.calib,
                  "calibration text for whitened/sensitivity/search (default: the WikiText-2 test "

@@ -42,6 +42,7 @@
 #include "latentkv/factorize/grouping.hpp"
 #include "latentkv/factorize/whitened_factorizer.hpp"
 #include "latentkv/linalg/matrix.hpp"
+#include "latentkv/schedule/energy_rank_schedule.hpp"
 #include "latentkv/schedule/rank_plan.hpp"
 #include "latentkv/schedule/rank_schedule.hpp"
 
@@ -183,7 +184,10 @@ inline std::int64_t attention_parameters_dense(const ModelConfig& c) {
 
 }  // namespace detail
 
-template <class F, Grouping G, RankSchedule S>
+/// Defaults: exact SVD (Gram-eigen), one latent for all KV heads, the energy schedule (the best
+/// data-free schedule measured on SmolLM2, docs/quality/quality.md).
+template <class F = GramEigenFactorizer<float>, Grouping G = JointGrouping,
+          RankSchedule S = EnergyRankSchedule>
 class Compressor {
   static_assert(Factorizer<F> || LayerFactorizerPolicy<F>,
                 "latentkv::Compressor: F must model Factorizer (`LowRankFactors<Scalar> "
@@ -286,8 +290,8 @@ class Compressor {
       if (next < layers.size() && layers[next] == l) {
         full.layers.push_back(selected.layers[next++]);
       } else {
-        full.layers.push_back(LayerRanks{std::vector<Index>(groups, max_rank),
-                                         std::vector<Index>(groups, max_rank)});
+        full.layers.push_back(
+            LayerRanks{std::vector<Index>(groups, max_rank), std::vector<Index>(groups, max_rank)});
       }
     }
     return full;
