@@ -344,23 +344,7 @@ int run(Options o) {
       const Index probe = std::max<Index>(1, max_rank / 8);
       const lk::LayerSensitivities measured =
           lk::measure_layer_sensitivities(*divergence, full->plan, selected, probe);
-      // The schedule models a layer's divergence as w·(relative tail energy at r): calibrate w at
-      // the probe, w = D(probe) / tail(probe), so the model passes through the measured point.
-      lk::LayerSensitivities w = measured;
-      const auto tail_at = [probe](const auto& groups) {
-        double tail = 0.0;
-        for (const auto& g : groups) {
-          const double total = g.spectrum.squaredNorm();
-          tail +=
-              total > 0.0 ? g.spectrum.tail(g.spectrum.size() - probe).squaredNorm() / total : 0.0;
-        }
-        return std::max(tail / static_cast<double>(groups.size()), 1e-12);
-      };
-      for (std::size_t i = 0; i < selected.size(); ++i) {
-        const lk::CompressedLayer& layer = full->layers[static_cast<std::size_t>(selected[i])];
-        w.k[i] = measured.k[i] / tail_at(layer.k);
-        w.v[i] = measured.v[i] / tail_at(layer.v);
-      }
+      const lk::LayerSensitivities w = lk::per_unit_tail_energy(measured, *full, selected, probe);
       const lk::SensitivityRankSchedule sensitivity(w.k, w.v);
       schedule_state["measured_k"] = measured.k;
       schedule_state["measured_v"] = measured.v;

@@ -103,5 +103,20 @@ TEST_F(CalibrationTest, SensitivitiesProbeOneLayerAndSideAtATime) {
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("layer 2 is not in the plan")));
 }
 
+TEST_F(CalibrationTest, PerUnitTailEnergyDividesByTheProbedTail) {
+  const CompressedModel full = full_rank();
+  const LayerSensitivities measured{{1.0, 2.0}, {3.0, 4.0}};
+  const LayerSensitivities w = per_unit_tail_energy(measured, full, {0, 1}, 2);
+  const auto tail = [](const Vector<double>& s) {
+    return s.tail(s.size() - 2).squaredNorm() / s.squaredNorm();
+  };
+  const CompressedLayer& l1 = full.layers[1];
+  EXPECT_NEAR(w.k[1], 2.0 / (0.5 * (tail(l1.k[0].spectrum) + tail(l1.k[1].spectrum))), 1e-9);
+  EXPECT_NEAR(w.v[1], 4.0 / (0.5 * (tail(l1.v[0].spectrum) + tail(l1.v[1].spectrum))), 1e-9);
+  EXPECT_GT(w.k[0], 1.0);  // the tail is a fraction below 1
+  EXPECT_THAT([&] { (void)per_unit_tail_energy(measured, full, {0}, 2); },
+              ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("for 1 layers")));
+}
+
 }  // namespace
 }  // namespace latentkv

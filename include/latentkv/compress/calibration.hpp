@@ -19,6 +19,9 @@
 //   Sensitivity: w_l^K = D(full plan with only layer l's K groups at probe rank) − D(full), and
 //   w_l^V likewise: 2·L' forward passes for L' compressed layers (a forward-only proxy of
 //   Palu's Fisher information: how much the output moves when that layer alone is compressed).
+//   SensitivityRankSchedule models a layer's divergence as w·(relative tail energy at r);
+//   per_unit_tail_energy() divides each measurement by the tail energy at the probe rank so that
+//   model passes through the measured point (w = D(probe) / tail(probe)).
 #pragma once
 
 #include <algorithm>
@@ -169,6 +172,39 @@ template <class Divergence>
       const double d = std::max(0.0, divergence(probe) - base);
       (key ? out.k : out.v).push_back(d);
     }
+  }
+  return out;
+}
+
+/// measured / (relative tail energy of the probed side at probe_rank, averaged over its groups):
+/// the weights SensitivityRankSchedule takes. full: the model the probes were cut from.
+[[nodiscard]] inline LayerSensitivities per_unit_tail_energy(const LayerSensitivities& measured,
+                                                             const CompressedModel& full,
+                                                             const std::vector<Index>& layers,
+                                                             Index probe_rank) {
+  constexpr const char* kWhere = "latentkv::per_unit_tail_energy";
+  if (measured.k.size() != layers.size() || measured.v.size() != layers.size()) {
+    detail::raise<InvalidArgument>(kWhere, measured.k.size(), " K and ", measured.v.size(),
+                                   " V weights for ", layers.size(), " layers");
+  }
+  const auto tail_at = [&](const auto& groups) {
+    double tail = 0.0;
+    for (const auto& g : groups) {
+      const Index keep = std::min<Index>(probe_rank, g.spectrum.size());
+      const double total = g.spectrum.squaredNorm();
+      tail += total > 0.0 ? g.spectrum.tail(g.spectrum.size() - keep).squaredNorm() / total : 0.0;
+    }
+    return std::max(tail / static_cast<double>(std::max<std::size_t>(groups.size(), 1)), 1e-12);
+  };
+  LayerSensitivities out = measured;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] < 0 || layers[i] >= static_cast<Index>(full.layers.size()) ||
+        !full.layers[static_cast<std::size_t>(layers[i])].compressed) {
+      detail::raise<InvalidArgument>(kWhere, "layer ", layers[i], " is not a compressed layer");
+    }
+    const CompressedLayer& layer = full.layers[static_cast<std::size_t>(layers[i])];
+    out.k[i] = measured.k[i] / tail_at(layer.k);
+    out.v[i] = measured.v[i] / tail_at(layer.v);
   }
   return out;
 }
