@@ -20,8 +20,9 @@
 # Calibration (whitened, sensitivity, search): the last tokens of the same WikiText-2 file
 # (2048 for the Gram matrices, 256 for the KL divergence), disjoint from the first chunks scored.
 # --quick: only budgets 0.5 and 0.3, whitened × {uniform, progressive} × joint (a smoke run).
-# --only SCHEDULE: re-run that schedule's rows of the grid and replace them in DIR/quality.csv
-#   (after a change to one schedule; the other rows are kept as they were measured).
+# --only TAGS: re-run only these parts of the grid (comma-separated: whitened-uniform,
+#   whitened-progressive, whitened-energy, whitened-sensitivity, svd, rsvd, search) and replace
+#   their rows in DIR/quality.csv; the other rows are kept as they were measured.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -91,8 +92,8 @@ if [ -z "$only" ]; then
   evaluate "$work/dense.json"
   row dense dense dense 1.0 "$work/dense.json" 0 dense
 fi
-# wanted SCHEDULE: true when this run covers SCHEDULE.
-wanted() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+# wanted TAG: true when this run covers TAG.
+wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 if ((quick)); then
   budgets=(0.5 0.3)
@@ -106,7 +107,7 @@ fi
 
 for grouping in "${groupings[@]}"; do
   for schedule in "${whitened_schedules[@]}"; do
-    wanted "$schedule" || continue
+    wanted "whitened-$schedule" || continue
     name=whitened-$schedule-$grouping
     top=${budgets[0]}
     echo "== $name (compressed at $top)"
@@ -127,7 +128,7 @@ done
 
 if ((!quick)); then
   for schedule in uniform progressive; do
-    wanted "$schedule" || continue
+    wanted svd || continue
     for b in "${budgets[@]}"; do
       name=svd-$schedule-joint-$b
       echo "== $name"
@@ -141,7 +142,7 @@ if ((!quick)); then
     done
   done
   name=rsvd-progressive-joint-0.5
-  if wanted progressive; then
+  if wanted rsvd; then
     echo "== $name"
     start=$(date +%s.%N)
     "$compress" --model "$model" --budget 0.5 --schedule progressive --factorizer rsvd \
@@ -169,7 +170,11 @@ if [ -n "$only" ]; then  # the other rows as they were, this schedule's rows new
   python3 - "$out/quality.csv" "$csv" "$only" <<'PY'
 import sys
 old, new, only = sys.argv[1:]
-keep = [l for l in open(old).read().splitlines() if l.split(",")[1] != only]
+def tag(line):
+    f, s = line.split(",")[:2]
+    return "search" if s == "search" else f"whitened-{s}" if f == "whitened" else f
+tags = set(only.split(","))
+keep = [l for l in open(old).read().splitlines() if tag(l) not in tags]
 add = open(new).read().splitlines()[1:]
 open(old, "w").write("\n".join(keep + add) + "\n")
 PY
