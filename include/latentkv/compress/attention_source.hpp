@@ -125,7 +125,8 @@ class HfAttentionSource {
  public:
   /// config: the model's configuration; by default the directory's config.json (a single
   /// .safetensors file has none: pass it, e.g. from_hf_config of a config.json beside it).
-  explicit HfAttentionSource(const HfModelDir& dir, std::optional<ModelConfig> config = std::nullopt)
+  explicit HfAttentionSource(const HfModelDir& dir,
+                             std::optional<ModelConfig> config = std::nullopt)
       : dir_(&dir), config_(config ? std::move(*config) : dir.config()) {
     config_.validate();
   }
