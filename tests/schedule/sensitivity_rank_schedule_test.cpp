@@ -68,7 +68,8 @@ TEST(SensitivityRankSchedule, PerSideWeightsSplitKAndV) {
 TEST(SensitivityRankSchedule, MinimizesTheWeightedTailEnergy) {
   const RankProblem p = testing::smollm2_like_problem(1);
   const std::vector<double> wk = rising(30), wv(30, 4.0);
-  const SensitivityRankSchedule schedule(wk, wv);
+  // No floor: the objective below is the one the schedule then minimizes exactly.
+  const SensitivityRankSchedule schedule(wk, wv, {.alpha = 1.0, .weight_floor = 0.0, .power = 2.0});
   for (const double b : {0.2, 0.5}) {
     const RankBudget budget = testing::budget_of(b);
     const RankPlan plan = schedule.plan(p, budget);
