@@ -318,10 +318,6 @@ int run(Options o) {
     }
   }
 
-  ProgressBar bar(o.quiet);
-  const lk::CompressionProgress progress = [&](std::string_view stage, Index done, Index total) {
-    bar.update(stage, done, total);
-  };
   const lk::RankBudget budget{.budget = o.budget, .multiple = o.multiple};
   nlohmann::json schedule_state = nlohmann::json::object();
   lk::AnyRankSchedule schedule = lk::UniformRankSchedule{};
@@ -381,6 +377,10 @@ int run(Options o) {
     }
   }
 
+  ProgressBar bar(o.quiet);
+  const lk::CompressionProgress progress = [&](std::string_view stage, Index done, Index total) {
+    bar.update(stage, done, total);
+  };
   CheckpointSink sink{o.out, o.factorizer, o.grouping, {}, std::nullopt};
   sink.options.dtype = dtype;
   // What elastic loading needs to re-plan a smaller budget the way this one was planned.
