@@ -13,12 +13,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "latentkv/core/error.hpp"
+#include "latentkv/io/detail/atomic_write.hpp"
 #include "latentkv/linalg/matrix.hpp"
 
 namespace latentkv::tools {
@@ -80,6 +82,14 @@ template <class... Args>
   std::error_code ec;
   if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
   return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+/// Writes `text` to `path` atomically (temporary file + rename, io/detail/atomic_write.hpp).
+inline void write_text_atomically(const fs::path& path, const std::string& text,
+                                  const char* where) {
+  const std::span<const std::byte> bytes = std::as_bytes(std::span(text.data(), text.size()));
+  const std::span<const std::byte> pieces[] = {bytes};
+  detail::write_file_atomically(path, pieces, where);
 }
 
 /// A one-line progress bar on stderr: redrawn in place on a terminal, one line per finished

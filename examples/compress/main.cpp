@@ -205,12 +205,6 @@ nlohmann::json report_json(const Options& o, const lk::CompressionReport& r, dou
   return j;
 }
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const std::span<const std::byte> bytes = std::as_bytes(std::span(text.data(), text.size()));
-  const std::span<const std::byte> pieces[] = {bytes};
-  lk::detail::write_file_atomically(path, pieces, "latentkv-compress: --report");
-}
-
 int run(Options o) {
   const auto start = std::chrono::steady_clock::now();
   // Cheap checks first: nothing is read or written before every option is known to be valid.
@@ -403,7 +397,8 @@ int run(Options o) {
   std::printf("wrote %s (%s) in %.1f s\n", o.out.c_str(),
               human_bytes(static_cast<double>(fs::file_size(o.out))).c_str(), seconds);
   if (!o.report.empty()) {
-    write_text_atomically(o.report, report_json(o, report, seconds, schedule_state).dump(2) + "\n");
+    write_text_atomically(o.report, report_json(o, report, seconds, schedule_state).dump(2) + "\n",
+                          "latentkv-compress: --report");
   }
   return 0;
 }

@@ -240,10 +240,7 @@ int run(const Options& o) {
     j["kv_bytes_per_token"] = r.kv_bytes_per_token;
     j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
     j["budget"] = budget;
-    const std::string text = j.dump(2) + "\n";
-    const std::span<const std::byte> bytes = std::as_bytes(std::span(text.data(), text.size()));
-    const std::span<const std::byte> pieces[] = {bytes};
-    lk::detail::write_file_atomically(o.json, pieces, "latentkv-eval: --json");
+    write_text_atomically(o.json, j.dump(2) + "\n", "latentkv-eval: --json");
   }
   return 0;
 }
