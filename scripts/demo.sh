@@ -15,8 +15,10 @@
 #   5. evaluates WikiText-2 perplexity (DESIGN §10) dense and through both latent KV caches on 4
 #      chunks of 1024 tokens (--all: all 297) and prints the memory-savings and PPL table.
 #
-#   scripts/demo.sh [--chunks N | --all] [--ctx C] [--threads T] [--budget B]
+#   scripts/demo.sh [--chunks N | --all] [--ctx C] [--threads T] [--budget B] [--configure-only]
 #
+# --configure-only stops after CMake has configured the build (tests/scripts use it to check that
+# every package CMake finds is in the main command's package list).
 # Environment: LATENTKV_BUILD_DIR (default build/demo), LATENTKV_JOBS (default nproc),
 # LATENTKV_WIKITEXT (the text; default ../shared/data/wikitext-2-raw-test.txt, else the copy in
 # tests/data/wikitext).
@@ -24,15 +26,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { sed -n '12p' "$0" | sed 's/^#  *//' >&2; }
+usage() { sed -n '18p' "$0" | sed 's/^#  *//' >&2; }
 chunks=4
 all=0
 ctx=1024
 threads=""
 budget=0.5
+configure_only=0
 while (($#)); do
   case "$1" in
     --all) all=1 ;;
+    --configure-only) configure_only=1 ;;
     --chunks | --ctx | --threads | --budget)
       if (($# < 2)); then
         echo "demo: $1 needs a value" >&2
@@ -61,16 +65,21 @@ done
 
 # shellcheck source=lib/packages.sh
 source scripts/lib/packages.sh
-latentkv_install_missing_packages cmake make g++ python3 python3-pip libeigen3-dev libcli11-dev \
-  libicu-dev
+latentkv_install_missing_packages "${LATENTKV_MAIN_PACKAGES[@]}" || exit 1
 
 build_dir=${LATENTKV_BUILD_DIR:-build/demo}
 jobs=${LATENTKV_JOBS:-$(nproc)}
 
 echo "== build latentkv-compress, latentkv-eval ($build_dir)"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_BUILD_TESTS=OFF \
+generator=()  # Ninja for a new build folder; an existing one keeps the generator it was made with
+[ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
+cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_BUILD_TESTS=OFF \
   -DLATENTKV_BUILD_BENCHMARKS=OFF -DLATENTKV_BUILD_EXAMPLES=ON -DLATENTKV_ENABLE_CUDA=OFF \
   -DLATENTKV_NATIVE_ARCH=ON >/dev/null
+if ((configure_only)); then
+  echo "== configured $build_dir (--configure-only)"
+  exit 0
+fi
 cmake --build "$build_dir" --target latentkv-compress latentkv-eval -j"$jobs"
 
 echo "== model"
