@@ -24,14 +24,14 @@
 namespace latentkv {
 namespace {
 
-struct Case {
+struct LatentCase {
   const char* name;
   Index num_heads, num_kv_heads, heads_per_group, head_dim, rope_dim;
   Index rank_k, rank_v, rank_step;  // group j: rank + j·rank_step
   Index tokens, first_position, extra_keys;
 };
 
-std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+std::ostream& operator<<(std::ostream& os, const LatentCase& c) { return os << c.name; }
 
 /// Seeded inputs of one case, latents already rounded to the storage type.
 template <class S>
@@ -56,7 +56,7 @@ RowMatrix<float> to_float(const RowMatrix<S>& m) {
 }
 
 template <class S>
-Inputs<S> make_inputs(const Case& c, std::uint64_t seed = 7) {
+Inputs<S> make_inputs(const LatentCase& c, std::uint64_t seed = 7) {
   std::mt19937_64 engine(seed);
   Inputs<S> in;
   const Index groups = c.num_kv_heads / c.heads_per_group;
@@ -85,12 +85,12 @@ Inputs<S> make_inputs(const Case& c, std::uint64_t seed = 7) {
   return in;
 }
 
-LatentAttentionShape shape_of(const Case& c) {
+LatentAttentionShape shape_of(const LatentCase& c) {
   return {c.num_heads, c.num_kv_heads, c.heads_per_group, c.head_dim, c.rope_dim};
 }
 
 template <class S>
-RowMatrix<float> run(const Case& c, const Inputs<S>& in) {
+RowMatrix<float> run(const LatentCase& c, const Inputs<S>& in) {
   std::vector<MatrixCRef<float>> up;
   for (const auto& b : in.up_k) up.emplace_back(b);
   return latent_attention<S>(in.queries, in.latent_k, std::span<const MatrixCRef<float>>(up),
@@ -100,7 +100,7 @@ RowMatrix<float> run(const Case& c, const Inputs<S>& in) {
 
 /// The dense reference, group by group: (tokens, Σ_j s·g·r_v,j).
 template <class S>
-RowMatrix<float> reference(const Case& c, const Inputs<S>& in) {
+RowMatrix<float> reference(const LatentCase& c, const Inputs<S>& in) {
   const Index s = c.heads_per_group;
   const Index g = c.num_heads / c.num_kv_heads;
   const Index h = c.head_dim;
@@ -133,10 +133,10 @@ double relative_max_error(const RowMatrix<float>& got, const RowMatrix<float>& w
   return static_cast<double>((got - want).cwiseAbs().maxCoeff()) / scale;
 }
 
-class LatentAttentionCases : public ::testing::TestWithParam<Case> {};
+class LatentAttentionCases : public ::testing::TestWithParam<LatentCase> {};
 
 TEST_P(LatentAttentionCases, Fp32MatchesDenseAttentionOnRebuiltKeys) {
-  const Case c = GetParam();
+  const LatentCase c = GetParam();
   const Inputs<float> in = make_inputs<float>(c);
   const RowMatrix<float> got = run(c, in);
   const RowMatrix<float> want = reference(c, in);
@@ -146,7 +146,7 @@ TEST_P(LatentAttentionCases, Fp32MatchesDenseAttentionOnRebuiltKeys) {
 }
 
 TEST_P(LatentAttentionCases, Fp16MatchesDenseAttentionOnTheSameRoundedLatents) {
-  const Case c = GetParam();
+  const LatentCase c = GetParam();
   const Inputs<std::uint16_t> in = make_inputs<std::uint16_t>(c);
   const RowMatrix<float> got = run(c, in);
   const RowMatrix<float> want = reference(c, in);
@@ -161,30 +161,30 @@ TEST_P(LatentAttentionCases, Fp16MatchesDenseAttentionOnTheSameRoundedLatents) {
 INSTANTIATE_TEST_SUITE_P(Shapes, LatentAttentionCases,
                          ::testing::Values(
                              // SmolLM2 shapes: n_q 9, n_kv 3, h 64.
-                             Case{"JointFullRankPrefill", 9, 3, 3, 64, 64, 192, 192, 0, 130, 0, 0},
-                             Case{"JointRank96Decode", 9, 3, 3, 64, 64, 96, 96, 0, 1, 1000, 0},
-                             Case{"JointRank7Continued", 9, 3, 3, 64, 64, 7, 7, 0, 77, 50, 3},
-                             Case{"PerHeadRank1Prefill", 9, 3, 1, 64, 64, 1, 1, 0, 65, 0, 0},
-                             Case{"PerHeadRank64Decode", 9, 3, 1, 64, 64, 64, 64, 0, 1, 1000, 5},
-                             Case{"PerHeadRank32Prefill", 9, 3, 1, 64, 64, 32, 32, 0, 200, 0, 0},
+                             LatentCase{"JointFullRankPrefill", 9, 3, 3, 64, 64, 192, 192, 0, 130, 0, 0},
+                             LatentCase{"JointRank96Decode", 9, 3, 3, 64, 64, 96, 96, 0, 1, 1000, 0},
+                             LatentCase{"JointRank7Continued", 9, 3, 3, 64, 64, 7, 7, 0, 77, 50, 3},
+                             LatentCase{"PerHeadRank1Prefill", 9, 3, 1, 64, 64, 1, 1, 0, 65, 0, 0},
+                             LatentCase{"PerHeadRank64Decode", 9, 3, 1, 64, 64, 64, 64, 0, 1, 1000, 5},
+                             LatentCase{"PerHeadRank32Prefill", 9, 3, 1, 64, 64, 32, 32, 0, 200, 0, 0},
                              // Grouped (s = 2 of 4 KV heads), per-group ranks, partial RoPE, MHA.
-                             Case{"GroupedRank7", 8, 4, 2, 16, 16, 7, 7, 0, 70, 33, 0},
-                             Case{"GroupedPerGroupRanks", 8, 4, 2, 16, 16, 5, 9, 6, 129, 0, 0},
-                             Case{"PartialRope", 4, 2, 2, 16, 8, 12, 10, 0, 66, 10, 0},
-                             Case{"MultiHeadOneToken", 2, 2, 1, 8, 8, 3, 4, 1, 1, 0, 0},
-                             Case{"LongerDecodeRank192", 9, 3, 3, 64, 64, 192, 64, 0, 3, 4000, 0}),
-                         [](const ::testing::TestParamInfo<Case>& info) {
+                             LatentCase{"GroupedRank7", 8, 4, 2, 16, 16, 7, 7, 0, 70, 33, 0},
+                             LatentCase{"GroupedPerGroupRanks", 8, 4, 2, 16, 16, 5, 9, 6, 129, 0, 0},
+                             LatentCase{"PartialRope", 4, 2, 2, 16, 8, 12, 10, 0, 66, 10, 0},
+                             LatentCase{"MultiHeadOneToken", 2, 2, 1, 8, 8, 3, 4, 1, 1, 0, 0},
+                             LatentCase{"LongerDecodeRank192", 9, 3, 3, 64, 64, 192, 64, 0, 3, 4000, 0}),
+                         [](const ::testing::TestParamInfo<LatentCase>& info) {
                            return std::string(info.param.name);
                          });
 
 TEST(LatentAttention, ChunkedCallsEqualOneCall) {
-  const Case c{"Chunked", 9, 3, 3, 64, 64, 48, 40, 0, 150, 0, 0};
+  const LatentCase c{"Chunked", 9, 3, 3, 64, 64, 48, 40, 0, 150, 0, 0};
   const Inputs<float> in = make_inputs<float>(c);
   const RowMatrix<float> once = run(c, in);
   for (const Index chunk : {1, 37, 64}) {
     for (Index start = 0; start < c.tokens; start += chunk) {
       const Index rows = std::min(chunk, c.tokens - start);
-      Case piece = c;
+      LatentCase piece = c;
       piece.tokens = rows;
       piece.first_position = start;
       Inputs<float> part = in;
@@ -199,7 +199,7 @@ TEST(LatentAttention, ChunkedCallsEqualOneCall) {
 }
 
 TEST(LatentAttention, ZeroTokensGiveAnEmptyOutput) {
-  const Case c{"Empty", 4, 2, 2, 8, 8, 4, 4, 0, 0, 5, 0};
+  const LatentCase c{"Empty", 4, 2, 2, 8, 8, 4, 4, 0, 0, 5, 0};
   const Inputs<float> in = make_inputs<float>(c);
   const RowMatrix<float> out = run(c, in);
   EXPECT_EQ(out.rows(), 0);
@@ -207,7 +207,7 @@ TEST(LatentAttention, ZeroTokensGiveAnEmptyOutput) {
 }
 
 TEST(LatentAttention, DependsOnEveryVisibleKeyAndNoLaterOne) {
-  const Case c{"Causal", 4, 2, 2, 8, 8, 6, 5, 0, 70, 0, 10};
+  const LatentCase c{"Causal", 4, 2, 2, 8, 8, 6, 5, 0, 70, 0, 10};
   const Inputs<float> in = make_inputs<float>(c);
   const RowMatrix<float> base = run(c, in);
   Inputs<float> later = in;  // change only keys the queries must not see
@@ -257,7 +257,7 @@ void expect_invalid(Fn&& fn, const std::string& fragment) {
 }
 
 TEST(LatentAttention, RejectsBadShapes) {
-  const Case c{"Bad", 9, 3, 3, 64, 64, 8, 6, 0, 10, 4, 0};
+  const LatentCase c{"Bad", 9, 3, 3, 64, 64, 8, 6, 0, 10, 4, 0};
   const Inputs<float> good = make_inputs<float>(c);
   ASSERT_NO_THROW((void)run(c, good));
   {
@@ -297,17 +297,17 @@ TEST(LatentAttention, RejectsBadShapes) {
     expect_invalid([&] { (void)run(c, in); }, "rank_v[0] = 0");
   }
   {
-    Case bad = c;
+    LatentCase bad = c;
     bad.heads_per_group = 2;  // does not divide n_kv = 3
     expect_invalid([&] { (void)run(bad, good); }, "heads_per_group = 2");
   }
   {
-    Case bad = c;
+    LatentCase bad = c;
     bad.rope_dim = 63;
     expect_invalid([&] { (void)run(bad, good); }, "rope_dim = 63");
   }
   {
-    Case bad = c;
+    LatentCase bad = c;
     bad.first_position = -1;
     expect_invalid([&] { (void)run(bad, good); }, "first_position = -1");
   }
@@ -324,7 +324,7 @@ TEST(LatentAttention, RejectsBadShapes) {
 }
 
 /// Params of a one-group case (s = n_kv) over `in`, writing into `out`.
-LatentAttentionParams<float> one_group_params(const Case& c, const Inputs<float>& in,
+LatentAttentionParams<float> one_group_params(const LatentCase& c, const Inputs<float>& in,
                                               RowMatrix<float>& out) {
   LatentAttentionParams<float> p;
   out.resize(c.tokens, c.num_heads * c.rank_v);
@@ -354,8 +354,8 @@ LatentAttentionParams<float> one_group_params(const Case& c, const Inputs<float>
 }
 
 TEST(LatentAttention, SplitKeyRangesMergeToTheSameResult) {
-  for (const Case& c : {Case{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 1000, 0},
-                        Case{"Prefill", 9, 3, 3, 64, 64, 40, 24, 0, 130, 300, 2}}) {
+  for (const LatentCase& c : {LatentCase{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 1000, 0},
+                        LatentCase{"Prefill", 9, 3, 3, 64, 64, 40, 24, 0, 130, 300, 2}}) {
     const Inputs<float> in = make_inputs<float>(c);
     const RowMatrix<float> want = reference(c, in);
     for (const Index splits : {1, 2, 3, 7, 40}) {  // 40: more ranges than key blocks
@@ -365,7 +365,7 @@ TEST(LatentAttention, SplitKeyRangesMergeToTheSameResult) {
       EXPECT_LT(relative_max_error(out, want), 2e-5) << c.name << " splits " << splits;
     }
   }
-  const Case c{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 10, 0};
+  const LatentCase c{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 10, 0};
   const Inputs<float> in = make_inputs<float>(c);
   RowMatrix<float> out;
   const LatentAttentionParams<float> p = one_group_params(c, in, out);
@@ -375,7 +375,7 @@ TEST(LatentAttention, SplitKeyRangesMergeToTheSameResult) {
 }
 
 TEST(LatentAttention, RunRejectsBadParams) {
-  const Case c{"Params", 4, 2, 2, 8, 8, 4, 4, 0, 3, 0, 0};
+  const LatentCase c{"Params", 4, 2, 2, 8, 8, 4, 4, 0, 3, 0, 0};
   Inputs<float> in = make_inputs<float>(c);
   RowMatrix<float> out(3, 2 * 2 * 4);
   LatentAttentionParams<float> p;

@@ -27,51 +27,20 @@
 #include <vector>
 
 #include "../support/compressed_models.hpp"
+#include "../support/files.hpp"
 
 namespace latentkv {
 namespace {
+
+using testing::entries_of;
+using testing::read_file;
+using testing::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using testing::halved;
 using ::testing::HasSubstr;
 using testing::random_compressed_model;
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::path(::testing::TempDir()) /
-            ("latentkv_ckpt_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<fs::path> entries_of(const fs::path& dir) {
-  std::vector<fs::path> names;
-  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-std::vector<std::byte> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  const std::vector<char> chars((std::istreambuf_iterator<char>(in)), {});
-  std::vector<std::byte> out(chars.size());
-  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
 
 float through(SafetensorsDtype dtype, float x) {
   switch (dtype) {
@@ -145,7 +114,7 @@ class CompressedCheckpointRoundTrip : public ::testing::TestWithParam<Layout> {}
 
 TEST_P(CompressedCheckpointRoundTrip, LoadsWhatWasWritten) {
   const Layout& p = GetParam();
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   const fs::path out = dir.path() / "model.lkv.safetensors";
   const CompressedModel model = random_compressed_model(p.heads_per_group, p.dense, 7);
   CompressedCheckpointOptions options;
@@ -195,7 +164,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, CompressedCheckpointRoundTrip,
                          });
 
 TEST(CompressedCheckpoint, WritesRankMajorTensorsAndTheDocumentedMetadata) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   const fs::path out = dir.path() / "m.safetensors";
   const CompressedModel model = random_compressed_model(3, {1});
   CompressedCheckpointOptions options;
@@ -238,7 +207,7 @@ TEST(CompressedCheckpoint, WritesRankMajorTensorsAndTheDocumentedMetadata) {
 }
 
 TEST(CompressedCheckpoint, ATruncatedModelIsAPrefixOfEveryTensor) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   for (const SafetensorsDtype dtype : {SafetensorsDtype::kF32, SafetensorsDtype::kF16}) {
     const CompressedModel model = random_compressed_model(1, {2}, 3);
     const RankPlan smaller = halved(model);
@@ -263,7 +232,7 @@ TEST(CompressedCheckpoint, ATruncatedModelIsAPrefixOfEveryTensor) {
 }
 
 TEST(CompressedCheckpoint, TruncatedLoadRejectsRanksItCannotServe) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   const fs::path out = dir.path() / "m.safetensors";
   const CompressedModel model = random_compressed_model(3, {1});
   write_compressed_checkpoint(out, model);
@@ -288,7 +257,7 @@ TEST(CompressedCheckpoint, TruncatedLoadRejectsRanksItCannotServe) {
 // ---- the writer's checks ------------------------------------------------------------------------
 
 TEST(CompressedCheckpointWriter, StreamsLayerByLayerAndChecksEveryShape) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   const fs::path out = dir.path() / "m.safetensors";
   const CompressedModel model = random_compressed_model(3, {1});
   CompressedCheckpointWriter w(model.config, model.plan, "svd", "joint", {1});
@@ -389,14 +358,14 @@ TEST(CompressedCheckpointWriter, RejectsInconsistentConstructionArguments) {
   EXPECT_THROW(make(plan, {1}, {}, other), InvalidArgument);
   CompressedModel short_model = model;
   short_model.layers.pop_back();
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   EXPECT_THAT([&] { write_compressed_checkpoint(dir.path() / "m", short_model); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("the model has 3 layers")));
   EXPECT_TRUE(entries_of(dir.path()).empty());
 }
 
 TEST(CompressedCheckpointWriter, AnAbandonedWriterLeavesTheDestinationUntouched) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_ckpt"};
   const fs::path out = dir.path() / "m.safetensors";
   const CompressedModel model = random_compressed_model(1);
   write_compressed_checkpoint(out, model);
@@ -492,7 +461,7 @@ class CompressedCheckpointMalformed : public ::testing::Test {
     return message;
   }
 
-  TempDir dir_;
+  TempDir dir_{"latentkv_ckpt"};
   fs::path good_ = dir_.path() / "good.safetensors";
   fs::path bad_ = dir_.path() / "bad.safetensors";
   CompressedModel model_;

@@ -18,10 +18,15 @@
 #include <vector>
 
 #include "../data/gguf/gguf_py_quants_expected.inc"
+#include "../support/files.hpp"
 #include "../support/gguf_builder.hpp"
 
 namespace latentkv {
 namespace {
+
+using testing::at;
+using testing::format_error;
+using testing::ramp;
 
 using ::testing::AllOf;
 using testing::GgufBuilder;
@@ -35,37 +40,13 @@ using testing::TempFile;
 constexpr std::uint32_t kTypeF32 = 0, kTypeF16 = 1, kTypeQ4_0 = 2, kTypeQ4_1 = 3, kTypeQ8_0 = 8,
                         kTypeQ6_K = 14, kTypeBF16 = 30;
 
-/// Runs `f`, which must throw FormatError, and returns its message ("" and a test failure
-/// otherwise).
-template <class F>
-std::string format_error(F&& f) {
-  try {
-    f();
-  } catch (const FormatError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected FormatError, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected FormatError, nothing was thrown";
-  return {};
-}
-
 /// Opens `bytes` (written to a temporary file), which must fail with a FormatError naming that
 /// file; returns the message.
-std::string open_error(const std::vector<std::byte>& bytes) {
+std::string gguf_open_error(const std::vector<std::byte>& bytes) {
   const TempFile file(bytes);
   std::string message = format_error([&] { (void)GgufReader::open(file.path()); });
   EXPECT_THAT(message, HasSubstr(file.path().string()));
   return message;
-}
-
-std::string at(std::size_t offset) { return "(at byte offset " + std::to_string(offset) + ")"; }
-
-std::vector<float> ramp(int n, float start, float step) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = start + step * static_cast<float>(i);
-  return v;
 }
 
 /// A small valid file: three metadata entries (one an array) and three tensors of different types.
@@ -432,7 +413,7 @@ TEST(GgufReaderMalformed, RejectsAZeroDimensionThatHidesAnOverflow) {
   b.add_tensor("hidden", {0, std::uint64_t{1} << 40, std::uint64_t{1} << 40}, kTypeF32, {});
   GgufLayout layout;
   const std::vector<std::byte> bytes_b = b.build(&layout);
-  EXPECT_THAT(open_error(bytes_b),
+  EXPECT_THAT(gguf_open_error(bytes_b),
               AllOf(HasSubstr("tensor 'hidden' has ne[2]"), HasSubstr("overflows 64 bits"),
                     HasSubstr(at(layout.tensors[0].dims + 16))));
 }
@@ -529,17 +510,17 @@ TEST(GgufReaderMalformed, RejectsATruncatedFileAtEveryLength) {
   const std::vector<std::byte> full = small_file().build();
   for (std::size_t n = 0; n < full.size(); ++n) {
     const std::vector<std::byte> cut(full.begin(), full.begin() + static_cast<long>(n));
-    const std::string message = open_error(cut);
+    const std::string message = gguf_open_error(cut);
     ASSERT_THAT(message, AllOf(HasSubstr("byte offset"))) << "length " << n;
   }
   const std::vector<std::byte> in_count(full.begin(), full.begin() + 12);
-  EXPECT_THAT(open_error(in_count),
+  EXPECT_THAT(gguf_open_error(in_count),
               AllOf(HasSubstr("unexpected end of file reading tensor count"), HasSubstr(at(8))));
   GgufLayout layout;
   (void)small_file().build(&layout);
   const std::vector<std::byte> in_data(
       full.begin(), full.begin() + static_cast<long>(layout.tensors[2].data) + 3);
-  EXPECT_THAT(open_error(in_data),
+  EXPECT_THAT(gguf_open_error(in_data),
               AllOf(HasSubstr("tensor 'c'"), HasSubstr("runs past the end of the file"),
                     HasSubstr(at(layout.tensors[2].info))));
 }
@@ -547,7 +528,7 @@ TEST(GgufReaderMalformed, RejectsATruncatedFileAtEveryLength) {
 TEST(GgufReaderMalformed, RejectsWrongMagic) {
   std::vector<std::byte> bytes = small_file().build();
   patch<std::uint32_t>(bytes, 0, 0x4c4d4747);  // "GGML"
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("bad magic: bytes 47 47 4d 4c"), HasSubstr(at(0))));
 }
 
@@ -555,7 +536,7 @@ TEST(GgufReaderMalformed, RejectsUnsupportedVersions) {
   for (const std::uint32_t version : {0u, 1u, 4u, 0x03000000u}) {
     std::vector<std::byte> bytes = small_file().build();
     patch<std::uint32_t>(bytes, 4, version);
-    const std::string message = open_error(bytes);
+    const std::string message = gguf_open_error(bytes);
     EXPECT_THAT(message, AllOf(HasSubstr("version"), HasSubstr(at(4)))) << version;
     if (version == 0x03000000u) {
       EXPECT_THAT(message, HasSubstr("big-endian"));
@@ -570,16 +551,16 @@ TEST(GgufReaderMalformed, RejectsAStringLengthPastTheEnd) {
   GgufLayout layout;
   std::vector<std::byte> bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.kv[2], 1u << 20);  // the key "test.name"
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("metadata key has length 1048576"), HasSubstr(at(layout.kv[2]))));
   bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.kv_value[0], ~std::uint64_t{0});  // the value "llama"
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("string value of metadata key 'general.architecture'"),
                     HasSubstr(at(layout.kv_value[0]))));
   bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[1].info, 5000);  // the tensor name "b"
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("tensor name has length 5000"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor name has length 5000"),
                                        HasSubstr(at(layout.tensors[1].info))));
 }
 
@@ -588,7 +569,7 @@ TEST(GgufReaderMalformed, RejectsAnArrayLengthPastTheEnd) {
   std::vector<std::byte> bytes = small_file().build(&layout);
   const std::size_t length_at = layout.kv_value[1] + 4;  // after the element type
   patch<std::uint64_t>(bytes, length_at, std::uint64_t{1} << 61);
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("array length 2305843009213693952 of metadata key 'test.array'"),
                     HasSubstr("runs past the end of the file"), HasSubstr(at(length_at))));
 }
@@ -597,13 +578,13 @@ TEST(GgufReaderMalformed, RejectsTensorDataPastTheEnd) {
   GgufLayout layout;
   std::vector<std::byte> bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[1].offset, 32 * 1000);
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("tensor 'b' data [32000, 32000 + 34)"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b' data [32000, 32000 + 34)"),
                                        HasSubstr("runs past the end of the file (" +
                                                  std::to_string(bytes.size()) + " bytes)"),
                                        HasSubstr(at(layout.tensors[1].info))));
   patch<std::uint64_t>(bytes, layout.tensors[1].offset,
                        ~std::uint64_t{31});  // near 2^64: no wrap-around
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("runs past the end")));
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("runs past the end")));
 }
 
 TEST(GgufReaderMalformed, RejectsOverlappingTensorData) {
@@ -612,18 +593,18 @@ TEST(GgufReaderMalformed, RejectsOverlappingTensorData) {
   // "a" is 256 bytes at offset 0; move "b" to offset 224, inside it.
   patch<std::uint64_t>(bytes, layout.tensors[1].offset, 224);
   const std::size_t b_at = layout.data_section + 224;
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("overlaps tensor 'a'"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("overlaps tensor 'a'"),
                                        HasSubstr(at(b_at))));
   bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[2].offset, 0);  // "c" exactly on top of "a"
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("overlaps"), HasSubstr("'a'"), HasSubstr("'c'")));
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("overlaps"), HasSubstr("'a'"), HasSubstr("'c'")));
 }
 
 TEST(GgufReaderMalformed, RejectsATensorOffsetNotAMultipleOfTheAlignment) {
   GgufLayout layout;
   std::vector<std::byte> bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[2].offset, 260);
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("tensor 'c' has data offset 260, not a multiple of the alignment 32"),
                     HasSubstr(at(layout.tensors[2].offset))));
 }
@@ -633,18 +614,18 @@ TEST(GgufReaderMalformed, RejectsDimensionsWhoseProductOverflows64Bits) {
   b.add_tensor("huge", {std::uint64_t{1} << 32, std::uint64_t{1} << 31}, kTypeF32, {});
   GgufLayout layout;
   const std::vector<std::byte> bytes = b.build(&layout);
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("tensor 'huge' has ne[1] = 2147483648"),
                     HasSubstr("overflows 64 bits"), HasSubstr(at(layout.tensors[0].dims + 8))));
   GgufBuilder c;
   c.add_tensor("negative", {~std::uint64_t{0}}, kTypeF32, {});
   const std::vector<std::byte> bytes_c = c.build(&layout);
-  EXPECT_THAT(open_error(bytes_c), AllOf(HasSubstr("'negative'"), HasSubstr("at most 2^63 - 1")));
+  EXPECT_THAT(gguf_open_error(bytes_c), AllOf(HasSubstr("'negative'"), HasSubstr("at most 2^63 - 1")));
   // Elements fit in 63 bits but the byte count does not: 2^62 F32 elements are 2^64 bytes.
   GgufBuilder d;
   d.add_tensor("bytes", {std::uint64_t{1} << 62}, kTypeF32, {});
   const std::vector<std::byte> bytes_d = d.build(&layout);
-  EXPECT_THAT(open_error(bytes_d),
+  EXPECT_THAT(gguf_open_error(bytes_d),
               AllOf(HasSubstr("'bytes'"), HasSubstr("byte size that overflows")));
 }
 
@@ -653,7 +634,7 @@ TEST(GgufReaderMalformed, RejectsMoreThanFourDimensions) {
   b.add_tensor("five", {32, 1, 1, 1, 1}, kTypeF32, std::vector<std::byte>(128));
   GgufLayout layout;
   const std::vector<std::byte> bytes_b = b.build(&layout);
-  EXPECT_THAT(open_error(bytes_b),
+  EXPECT_THAT(gguf_open_error(bytes_b),
               AllOf(HasSubstr("tensor 'five' has n_dims = 5, expected at most 4"),
                     HasSubstr(at(layout.tensors[0].n_dims))));
 }
@@ -663,7 +644,7 @@ TEST(GgufReaderMalformed, RejectsUnknownGgmlTypes) {
     GgufLayout layout;
     std::vector<std::byte> bytes = small_file().build(&layout);
     patch<std::uint32_t>(bytes, layout.tensors[1].type, type);
-    EXPECT_THAT(open_error(bytes),
+    EXPECT_THAT(gguf_open_error(bytes),
                 AllOf(HasSubstr("tensor 'b' has unknown ggml type " + std::to_string(type)),
                       HasSubstr(at(layout.tensors[1].type))));
   }
@@ -675,7 +656,7 @@ TEST(GgufReaderMalformed, RejectsDuplicateTensorNames) {
   b.add_tensor("w", {32}, kTypeF32, std::vector<std::byte>(128));
   GgufLayout layout;
   const std::vector<std::byte> bytes_b = b.build(&layout);
-  EXPECT_THAT(open_error(bytes_b),
+  EXPECT_THAT(gguf_open_error(bytes_b),
               AllOf(HasSubstr("duplicate tensor name 'w'"),
                     HasSubstr("first at byte offset " + std::to_string(layout.tensors[0].info)),
                     HasSubstr(at(layout.tensors[1].info))));
@@ -686,7 +667,7 @@ TEST(GgufReaderMalformed, RejectsDuplicateMetadataKeys) {
   b.add("k", meta<std::uint32_t>(1)).add("other", meta(2.0f)).add("k", meta("again"));
   GgufLayout layout;
   const std::vector<std::byte> bytes = b.build(&layout);
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("duplicate metadata key 'k'"), HasSubstr(at(layout.kv[2]))));
 }
 
@@ -696,17 +677,17 @@ TEST(GgufReaderMalformed, RejectsUnknownValueTypesAndNonBinaryBools) {
   b.add("flag", meta(true));
   std::vector<std::byte> bytes = b.build(&layout);
   patch<std::uint8_t>(bytes, layout.kv_value[0], 2);
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("bool value of metadata key 'flag' is 2"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("bool value of metadata key 'flag' is 2"),
                                        HasSubstr(at(layout.kv_value[0]))));
   bytes = b.build(&layout);
   patch<std::uint32_t>(bytes, layout.kv_value[0] - 4, 13);
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("'flag' has unknown value type 13"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("'flag' has unknown value type 13"),
                                        HasSubstr(at(layout.kv_value[0] - 4))));
   GgufBuilder c;
   c.add("list", meta_array<std::uint8_t>({1}));
   bytes = c.build(&layout);
   patch<std::uint32_t>(bytes, layout.kv_value[0], 77);
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("'list' has unknown element type 77"),
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("'list' has unknown element type 77"),
                                        HasSubstr(at(layout.kv_value[0]))));
 }
 
@@ -715,7 +696,7 @@ TEST(GgufReaderMalformed, RejectsArraysNestedTooDeeply) {
   for (int i = 0; i < GgufReader::kMaxArrayDepth; ++i) value = meta_array(testing::kArray, {value});
   GgufBuilder b;
   b.add("deep", value);
-  EXPECT_THAT(open_error(b.build()),
+  EXPECT_THAT(gguf_open_error(b.build()),
               AllOf(HasSubstr("'deep' nests arrays deeper than 16"), HasSubstr("byte offset")));
   testing::MetaValue ok = meta_array<std::uint8_t>({1});
   for (int i = 0; i < GgufReader::kMaxArrayDepth - 1; ++i) ok = meta_array(testing::kArray, {ok});
@@ -732,13 +713,13 @@ TEST(GgufReaderMalformed, RejectsBadAlignmentValues) {
     GgufLayout layout;
     std::vector<std::byte> bytes = b.build(&layout);
     patch<std::uint32_t>(bytes, layout.kv_value.back(), alignment);
-    EXPECT_THAT(open_error(bytes),
+    EXPECT_THAT(gguf_open_error(bytes),
                 AllOf(HasSubstr("general.alignment = " + std::to_string(alignment)),
                       HasSubstr(at(layout.kv.back()))));
   }
   GgufBuilder b;
   b.add("general.alignment", meta<std::uint64_t>(32));
-  EXPECT_THAT(open_error(b.build()),
+  EXPECT_THAT(gguf_open_error(b.build()),
               HasSubstr("general.alignment has type uint64, expected uint32"));
 }
 
@@ -748,7 +729,7 @@ TEST(GgufReaderMalformed, RejectsRowsThatAreNotWholeBlocks) {
   GgufLayout layout;
   const std::vector<std::byte> bytes = b.build(&layout);
   EXPECT_THAT(
-      open_error(bytes),
+      gguf_open_error(bytes),
       AllOf(HasSubstr("tensor 'ragged' has ne[0] = 48, not a multiple of the Q8_0 block size 32"),
             HasSubstr(at(layout.tensors[0].type))));
 }
@@ -756,11 +737,11 @@ TEST(GgufReaderMalformed, RejectsRowsThatAreNotWholeBlocks) {
 TEST(GgufReaderMalformed, RejectsCountsThatCannotFitInTheFile) {
   std::vector<std::byte> bytes = small_file().build();
   patch<std::uint64_t>(bytes, 8, std::uint64_t{1} << 40);
-  EXPECT_THAT(open_error(bytes),
+  EXPECT_THAT(gguf_open_error(bytes),
               AllOf(HasSubstr("tensor count 1099511627776 cannot fit"), HasSubstr(at(8))));
   bytes = small_file().build();
   patch<std::uint64_t>(bytes, 16, ~std::uint64_t{0});
-  EXPECT_THAT(open_error(bytes), AllOf(HasSubstr("metadata count"), HasSubstr(at(16))));
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("metadata count"), HasSubstr(at(16))));
 }
 
 // Random byte corruptions of a valid file: every outcome is either a valid reader whose tensors all

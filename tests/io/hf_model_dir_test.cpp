@@ -23,55 +23,19 @@
 #include <vector>
 
 #include "../data/safetensors/python_fixtures.inc"
+#include "../support/files.hpp"
 
 namespace latentkv {
 namespace {
+
+using testing::format_error;
+using testing::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 const fs::path kTinyLlama = fs::path(LATENTKV_SOURCE_DIR) / "tests/data/safetensors/tiny_llama";
-
-template <class F>
-std::string format_error(F&& f) {
-  try {
-    f();
-  } catch (const FormatError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected FormatError, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected FormatError, nothing was thrown";
-  return {};
-}
-
-/// A fresh temporary directory, removed (recursively) on destruction.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::path(::testing::TempDir()) /
-            ("latentkv_hf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  void write(const std::string& name, std::string_view text) const {
-    std::ofstream out(path_ / name, std::ios::binary | std::ios::trunc);
-    out << text;
-  }
-
- private:
-  fs::path path_;
-};
 
 // A LLaMA config.json in the shape transformers writes (SmolLM2-135M's numbers).
 constexpr std::string_view kSmolConfig = R"({
@@ -351,7 +315,7 @@ SafetensorsWriter tiny_tied_weights() {
 }
 
 TEST(HfModelDir, OpensASingleFileDirectory) {
-  const TempDir tmp;
+  const TempDir tmp{"latentkv_hf"};
   tmp.write("config.json", kTinyTiedConfig);
   tiny_tied_weights().write(tmp.path() / "model.safetensors");
   const HfModelDir dir = HfModelDir::open(tmp.path());
@@ -365,7 +329,7 @@ TEST(HfModelDir, OpensASingleFileDirectory) {
 }
 
 TEST(HfModelDir, PrefersTheSingleFileWhenAnIndexIsAlsoThere) {
-  const TempDir tmp;
+  const TempDir tmp{"latentkv_hf"};
   tmp.write("config.json", kTinyTiedConfig);
   tiny_tied_weights().write(tmp.path() / "model.safetensors");
   tmp.write("model.safetensors.index.json", "not even JSON");
@@ -373,7 +337,7 @@ TEST(HfModelDir, PrefersTheSingleFileWhenAnIndexIsAlsoThere) {
 }
 
 TEST(HfModelDir, OpensASingleSafetensorsFileWithoutAConfig) {
-  const TempDir tmp;
+  const TempDir tmp{"latentkv_hf"};
   const fs::path file = tmp.path() / "weights.safetensors";
   tiny_tied_weights().write(file);
   const HfModelDir dir = HfModelDir::open(file);
@@ -412,7 +376,7 @@ class TinyLlamaCopy : public ::testing::Test {
   [[nodiscard]] std::string open_error() const {
     return format_error([&] { (void)HfModelDir::open(dir_.path()); });
   }
-  TempDir dir_;
+  TempDir dir_{"latentkv_hf"};
 };
 
 TEST_F(TinyLlamaCopy, OpensLikeTheOriginal) {
@@ -508,7 +472,7 @@ TEST_F(TinyLlamaCopy, RejectsAConfigThatDoesNotMatchTheWeights) {
   // Untied, but lm_head.weight is missing from the checkpoint.
   SafetensorsWriter w;
   w.add(HfLlamaNames::embed_tokens(), RowMatrix<float>::Zero(10, 8));
-  const TempDir other;
+  const TempDir other{"latentkv_hf"};
   std::string untied(kTinyTiedConfig);
   untied.replace(untied.find("true"), 4, "false");
   other.write("config.json", untied);

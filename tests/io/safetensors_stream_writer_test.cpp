@@ -25,50 +25,20 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
+
 namespace latentkv {
 namespace {
+
+using testing::entries_of;
+using testing::read_file;
+using testing::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::path(::testing::TempDir()) /
-            ("latentkv_stream_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<fs::path> entries_of(const fs::path& dir) {
-  std::vector<fs::path> names;
-  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-std::vector<std::byte> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  const std::vector<char> chars((std::istreambuf_iterator<char>(in)), {});
-  std::vector<std::byte> out(chars.size());
-  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
-
-RowMatrix<float> random_matrix(Index rows, Index cols, std::uint32_t seed) {
+RowMatrix<float> normal_matrix(Index rows, Index cols, std::uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   RowMatrix<float> m(rows, cols);
@@ -82,9 +52,9 @@ float through_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); 
 /// Tensors of every supported dtype, declared with small element sizes first (the layout reorders
 /// them; the writes follow the declaration).
 struct Mixed {
-  RowMatrix<float> f16 = random_matrix(3, 5, 1);   // F16 [3, 5]: 30 bytes, not a multiple of 4
-  RowMatrix<float> f32 = random_matrix(2, 3, 2);   // F32 [2, 3]
-  RowMatrix<float> bf16 = random_matrix(4, 3, 3);  // BF16 [2, 2, 3]
+  RowMatrix<float> f16 = normal_matrix(3, 5, 1);   // F16 [3, 5]: 30 bytes, not a multiple of 4
+  RowMatrix<float> f32 = normal_matrix(2, 3, 2);   // F32 [2, 3]
+  RowMatrix<float> bf16 = normal_matrix(4, 3, 3);  // BF16 [2, 2, 3]
   Vector<double> f64 = Vector<double>::LinSpaced(5, -1.0, 1.0 / 3.0);  // F64 [5]
 
   void declare(SafetensorsStreamWriter& w) const {
@@ -105,7 +75,7 @@ struct Mixed {
 };
 
 TEST(SafetensorsStreamWriter, RoundTripsEveryDtypeThroughTheReader) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   const Mixed m;
   SafetensorsStreamWriter w;
@@ -141,7 +111,7 @@ TEST(SafetensorsStreamWriter, RoundTripsEveryDtypeThroughTheReader) {
 }
 
 TEST(SafetensorsStreamWriter, WritesTheSameBytesAsSafetensorsWriter) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   const Mixed m;
   SafetensorsStreamWriter w;
@@ -162,10 +132,10 @@ TEST(SafetensorsStreamWriter, WritesTheSameBytesAsSafetensorsWriter) {
 }
 
 TEST(SafetensorsStreamWriter, ConvertsExpressionsAndDoublesRowByRowAcrossChunks) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "big.safetensors";
-  const RowMatrix<float> a = random_matrix(700, 600, 4);  // 1.6 MiB as F32: several chunks
-  const RowMatrix<double> b = random_matrix(3, 4, 5).cast<double>();
+  const RowMatrix<float> a = normal_matrix(700, 600, 4);  // 1.6 MiB as F32: several chunks
+  const RowMatrix<double> b = normal_matrix(3, 4, 5).cast<double>();
   SafetensorsStreamWriter w;
   w.declare("at", SafetensorsDtype::kF32, {600, 700})
       .declare("at16", SafetensorsDtype::kBF16, {600, 700})
@@ -187,7 +157,7 @@ TEST(SafetensorsStreamWriter, ConvertsExpressionsAndDoublesRowByRowAcrossChunks)
 }
 
 TEST(SafetensorsStreamWriter, WriteRawTakesLittleEndianBytes) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "raw.safetensors";
   const std::vector<std::uint16_t> bits = {0x3c00, 0xc000};  // F16 1.0, -2.0
   SafetensorsStreamWriter w;
@@ -202,7 +172,7 @@ TEST(SafetensorsStreamWriter, WriteRawTakesLittleEndianBytes) {
 }
 
 TEST(SafetensorsStreamWriter, RejectsUndeclaredOutOfOrderRepeatedAndWrongSizeWrites) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   SafetensorsStreamWriter w;
   w.declare("a", SafetensorsDtype::kF32, {2, 2}).declare("b", SafetensorsDtype::kF16, {3});
@@ -239,7 +209,7 @@ TEST(SafetensorsStreamWriter, RejectsUndeclaredOutOfOrderRepeatedAndWrongSizeWri
 }
 
 TEST(SafetensorsStreamWriter, RefusesToCommitBeforeEveryTensorIsWritten) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   SafetensorsStreamWriter w;
   w.declare("a", SafetensorsDtype::kF32, {1}).declare("b", SafetensorsDtype::kF32, {1});
@@ -268,7 +238,7 @@ TEST(SafetensorsStreamWriter, RejectsBadDeclarations) {
   EXPECT_THROW(w.declare("huge", SafetensorsDtype::kF64, {1LL << 40, 1LL << 30}), InvalidArgument);
   EXPECT_THROW(w.declare("\xff", SafetensorsDtype::kF32, {1}), InvalidArgument);
   EXPECT_EQ(w.tensor_count(), 1u);
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   w.begin(dir.path() / "m.safetensors");
   EXPECT_THAT([&] { w.declare("late", SafetensorsDtype::kF32, {1}); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("fixed once begin()")));
@@ -278,7 +248,7 @@ TEST(SafetensorsStreamWriter, RejectsBadDeclarations) {
 }
 
 TEST(SafetensorsStreamWriter, AbandoningRemovesTheTemporaryFileAndKeepsTheDestination) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   SafetensorsWriter old;
   old.add("old", RowMatrix<float>::Ones(1, 1));
@@ -318,7 +288,7 @@ TEST(SafetensorsStreamWriter, AbandoningRemovesTheTemporaryFileAndKeepsTheDestin
 }
 
 TEST(SafetensorsStreamWriter, BeginFailsWithoutTouchingAnything) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   SafetensorsStreamWriter w;
   w.declare("a", SafetensorsDtype::kF32, {1});
   const fs::path missing = dir.path() / "no_such_dir" / "m.safetensors";
@@ -329,14 +299,14 @@ TEST(SafetensorsStreamWriter, BeginFailsWithoutTouchingAnything) {
 }
 
 TEST(SafetensorsStreamWriter, AFailedWriteAbandonsTheFileAndLeavesTheDestination) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_stw"};
   const fs::path out = dir.path() / "m.safetensors";
   SafetensorsWriter old;
   old.add("old", RowMatrix<float>::Ones(1, 1));
   old.write(out);
   const std::vector<std::byte> before = read_file(out);
 
-  const RowMatrix<float> big = random_matrix(256, 256, 6);  // 256 KiB
+  const RowMatrix<float> big = normal_matrix(256, 256, 6);  // 256 KiB
   std::string message;
   {
     SafetensorsStreamWriter w;

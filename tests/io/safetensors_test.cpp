@@ -29,10 +29,18 @@
 #include <vector>
 
 #include "../data/safetensors/python_fixtures.inc"
+#include "../support/files.hpp"
 #include "../support/gguf_builder.hpp"
 
 namespace latentkv {
 namespace {
+
+using testing::at;
+using testing::entries_of;
+using testing::format_error;
+using testing::ramp;
+using testing::read_file;
+using testing::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
@@ -66,20 +74,6 @@ std::string entry(std::string_view name, std::string_view dtype, std::string_vie
 
 std::vector<std::byte> zeros(std::size_t n) { return std::vector<std::byte>(n); }
 
-template <class F>
-std::string format_error(F&& f) {
-  try {
-    f();
-  } catch (const FormatError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected FormatError, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected FormatError, nothing was thrown";
-  return {};
-}
-
 /// Opens `bytes` from a temporary file; must fail with a FormatError naming the file and an
 /// offset. The in-memory parse must fail with the same message (modulo the file name).
 std::string open_error(const std::vector<std::byte>& bytes) {
@@ -103,19 +97,11 @@ std::string header_error(std::string_view header, std::span<const std::byte> dat
   return open_error(file_bytes(header, data));
 }
 
-std::string at(std::size_t offset) { return "(at byte offset " + std::to_string(offset) + ")"; }
-
 /// File offset of the first occurrence of `token` in `header` (after the 8-byte length).
 std::size_t offset_of(std::string_view header, std::string_view token, std::size_t from = 0) {
   const std::size_t i = header.find(token, from);
   EXPECT_NE(i, std::string_view::npos) << token;
   return 8 + i;
-}
-
-std::vector<float> ramp(int n, float start, float step) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = start + step * static_cast<float>(i);
-  return v;
 }
 
 std::vector<std::byte> concat_bytes(std::initializer_list<std::vector<std::byte>> parts) {
@@ -879,44 +865,8 @@ TEST(SafetensorsWriter, RejectsBadArguments) {
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("duplicate tensor name 'x'")));
 }
 
-/// A fresh temporary directory, removed (recursively) on destruction.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::path(::testing::TempDir()) /
-            ("latentkv_st_dir_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<fs::path> entries_of(const fs::path& dir) {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::vector<std::byte> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  const std::vector<char> chars((std::istreambuf_iterator<char>(in)), {});
-  const auto* p = reinterpret_cast<const std::byte*>(chars.data());
-  return {p, p + chars.size()};
-}
-
 TEST(SafetensorsWriter, WritesTheFileAndLeavesNoTemporaryBehind) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_st_dir"};
   const fs::path out = dir.path() / "model.safetensors";
   SafetensorsWriter w;
   w.add("w", random_matrix(4, 5, 2), SafetensorsDtype::kBF16).add_metadata("format", "pt");
@@ -939,7 +889,7 @@ TEST(SafetensorsWriter, WritesTheFileAndLeavesNoTemporaryBehind) {
 }
 
 TEST(SafetensorsWriter, FailsWithoutTouchingTheDestination) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_st_dir"};
   SafetensorsWriter w;
   w.add("w", RowMatrix<float>::Ones(2, 2));
   const fs::path missing = dir.path() / "no_such_dir" / "model.safetensors";
@@ -954,7 +904,7 @@ TEST(SafetensorsWriter, FailsWithoutTouchingTheDestination) {
 }
 
 TEST(SafetensorsWriter, AFailedWriteLeavesTheOldFileAndNoTemporary) {
-  const TempDir dir;
+  const TempDir dir{"latentkv_st_dir"};
   const fs::path out = dir.path() / "model.safetensors";
   SafetensorsWriter small;
   small.add("old", RowMatrix<float>::Ones(1, 1));

@@ -16,7 +16,7 @@ namespace latentkv {
 namespace {
 
 using ::testing::HasSubstr;
-using Options = GreedySearchRankSchedule::Options;
+using SearchOptions = GreedySearchRankSchedule::Options;
 
 struct SearchCase {
   RankProblem problem;
@@ -35,8 +35,8 @@ SearchCase small_case() {
   return s;
 }
 
-Options options(Index step, Index per_round) {
-  Options o;
+SearchOptions options(Index step, Index per_round) {
+  SearchOptions o;
   o.step = step;
   o.decrements_per_round = per_round;
   return o;

@@ -15,7 +15,7 @@ namespace latentkv {
 namespace {
 
 using ::testing::HasSubstr;
-using Options = ProgressiveRankSchedule::Options;
+using ProgressiveOptions = ProgressiveRankSchedule::Options;
 
 Vector<double> values(std::initializer_list<double> v) {
   Vector<double> out(static_cast<Index>(v.size()));
@@ -55,7 +55,7 @@ TEST(ProgressiveRankSchedule, JointScoresFollowTheCumulativeConditionNumber) {
 }
 
 TEST(ProgressiveRankSchedule, SeparateScoresUseEachSidesOwnProduct) {
-  Options o;
+  ProgressiveOptions o;
   o.products = ProgressiveRankSchedule::Products::kSeparate;
   const auto sc = ProgressiveRankSchedule{o}.scores(hand_problem());
   // K: log C = log 64, log 16, log 2 → s = 1, 3/5, 0.  V: log C = log 2, log 2, 0 → s = 1, 1, 0.
@@ -70,7 +70,7 @@ TEST(ProgressiveRankSchedule, SeparateScoresUseEachSidesOwnProduct) {
 TEST(ProgressiveRankSchedule, ConditionFloorBoundsKappa) {
   const Vector<double> rank_one = values({2, 0, 0, 0});
   EXPECT_NEAR(ProgressiveRankSchedule{}.condition_number(rank_one), 1e4, 1e-6);
-  Options o;
+  ProgressiveOptions o;
   o.condition_floor = 0.01;
   EXPECT_NEAR(ProgressiveRankSchedule{o}.condition_number(rank_one), 100.0, 1e-9);
   EXPECT_NEAR(ProgressiveRankSchedule{o}.condition_number(values({4, 2, 1, 1})), 4.0, 1e-12);
@@ -86,7 +86,7 @@ TEST(ProgressiveRankSchedule, GroupCombineIsGeometricMeanOrMax) {
   }
   p.layers[0].k[1] = values({16, 4, 2, 1});
   EXPECT_NEAR(ProgressiveRankSchedule{}.scores(p).log_kappa_k[0], std::log(8.0), 1e-12);
-  Options o;
+  ProgressiveOptions o;
   o.group_combine = ProgressiveRankSchedule::GroupCombine::kMax;
   EXPECT_NEAR(ProgressiveRankSchedule{o}.scores(p).log_kappa_k[0], std::log(16.0), 1e-12);
 }
@@ -94,7 +94,7 @@ TEST(ProgressiveRankSchedule, GroupCombineIsGeometricMeanOrMax) {
 TEST(ProgressiveRankSchedule, ShallowLayersKeepAtLeastTheRanksOfDeeperOnes) {
   for (const auto products :
        {ProgressiveRankSchedule::Products::kJoint, ProgressiveRankSchedule::Products::kSeparate}) {
-    Options o;
+    ProgressiveOptions o;
     o.products = products;
     const ProgressiveRankSchedule schedule{o};
     for (const Index s : {Index{3}, Index{1}}) {
@@ -123,7 +123,7 @@ TEST(ProgressiveRankSchedule, ShallowLayersKeepAtLeastTheRanksOfDeeperOnes) {
 TEST(ProgressiveRankSchedule, SpreadIsTheRatioOfTheExtremeRanks) {
   const RankProblem p = testing::smollm2_like_problem(3);
   for (const double spread : {1.5, 3.0}) {
-    Options o;
+    ProgressiveOptions o;
     o.spread = spread;
     const RankPlan plan = ProgressiveRankSchedule{o}.plan(p, testing::budget_of(0.3));
     const double first = static_cast<double>(plan.layers.front().k[0]);
@@ -133,7 +133,7 @@ TEST(ProgressiveRankSchedule, SpreadIsTheRatioOfTheExtremeRanks) {
 }
 
 TEST(ProgressiveRankSchedule, SpreadOneIsUniform) {
-  Options o;
+  ProgressiveOptions o;
   o.spread = 1.0;
   for (const Index s : {Index{3}, Index{1}}) {
     const RankProblem p = testing::smollm2_like_problem(s);
@@ -150,7 +150,7 @@ TEST(ProgressiveRankSchedule, SpreadOneIsUniform) {
 TEST(ProgressiveRankSchedule, ShapeBendsTheProfile) {
   // s^shape with shape > 1 lowers the middle layers relative to the first.
   const RankProblem p = testing::smollm2_like_problem(3);
-  Options bent;
+  ProgressiveOptions bent;
   bent.shape = 3.0;
   const RankPlan linear = ProgressiveRankSchedule{}.plan(p, testing::budget_of(0.4));
   const RankPlan cubic = ProgressiveRankSchedule{bent}.plan(p, testing::budget_of(0.4));
@@ -165,7 +165,7 @@ TEST(ProgressiveRankSchedule, SeparateProductsGiveVItsOwnProfile) {
   // tilts V linearly in depth by its own equal κ_V.
   RankProblem p = testing::smollm2_like_problem(3);
   for (LayerSpectra& l : p.layers) l.v[0] = testing::power_law(192, 0.4, 1.0);
-  Options o;
+  ProgressiveOptions o;
   o.products = ProgressiveRankSchedule::Products::kSeparate;
   const auto sc = ProgressiveRankSchedule{o}.scores(p);
   for (std::size_t l = 0; l < 30; ++l) {
@@ -179,7 +179,7 @@ TEST(ProgressiveRankSchedule, SeparateProductsGiveVItsOwnProfile) {
 }
 
 TEST(ProgressiveRankSchedule, OptionsAreChecked) {
-  const auto message = [](Options o) {
+  const auto message = [](ProgressiveOptions o) {
     try {
       (void)ProgressiveRankSchedule{o};
     } catch (const InvalidArgument& e) {
@@ -187,7 +187,7 @@ TEST(ProgressiveRankSchedule, OptionsAreChecked) {
     }
     return std::string("no error");
   };
-  Options o;
+  ProgressiveOptions o;
   o.spread = 0.5;
   EXPECT_THAT(message(o), HasSubstr("spread = 0.5, expected finite and >= 1"));
   o = {};
@@ -196,10 +196,10 @@ TEST(ProgressiveRankSchedule, OptionsAreChecked) {
   o = {};
   o.shape = -1.0;
   EXPECT_THAT(message(o), HasSubstr("shape = -1, expected finite and > 0"));
-  EXPECT_EQ(Options{}.spread, 2.0);
-  EXPECT_EQ(Options{}.condition_floor, 1e-4);
-  EXPECT_EQ(Options{}.products, ProgressiveRankSchedule::Products::kJoint);
-  EXPECT_EQ(Options{}.group_combine, ProgressiveRankSchedule::GroupCombine::kGeometricMean);
+  EXPECT_EQ(ProgressiveOptions{}.spread, 2.0);
+  EXPECT_EQ(ProgressiveOptions{}.condition_floor, 1e-4);
+  EXPECT_EQ(ProgressiveOptions{}.products, ProgressiveRankSchedule::Products::kJoint);
+  EXPECT_EQ(ProgressiveOptions{}.group_combine, ProgressiveRankSchedule::GroupCombine::kGeometricMean);
 }
 
 }  // namespace
