@@ -20,16 +20,16 @@
 #include <string>
 #include <vector>
 
+#include "../support/latent_decode_case.hpp"
 #include "latentkv/attention/latent_attention.hpp"
 #include "latentkv/core/online_softmax.hpp"
-#include "../support/latent_decode_case.hpp"
 
 namespace latentkv {
 namespace {
 
-using ::testing::HasSubstr;
 using test::DecodeCase;
 using test::DecodeProblem;
+using ::testing::HasSubstr;
 
 TEST(LatentStorage, Bf16RoundTripsAndRounds) {
   EXPECT_EQ(latent_to_float(Bf16{0x3f80}), 1.0f);
@@ -103,9 +103,10 @@ TEST(OnlineSoftmax, BlockwiseEqualsDirectAndSplitsMerge) {
 }
 
 TEST(SplitPlanner, FillsTheDeviceAndCoversTheLongestSequence) {
-  // One long sequence, 3 units: 132 SMs want 44 splits, bounded by length / 256.
+  // One long sequence, 3 units: 132 SMs want 44 splits of 750 keys, rounded up to 768 keys: 43.
   LatentDecodeSplitPlan plan = plan_latent_decode_splits(132, 1, 3, 33000);
-  EXPECT_EQ(plan.num_splits, 44);
+  EXPECT_EQ(plan.num_splits, 43);
+  EXPECT_EQ(plan.tokens_per_split, 768);
   EXPECT_EQ(plan.tokens_per_split % kLatentDecodeTile, 0);
   EXPECT_GE(plan.num_splits * plan.tokens_per_split, 33000);
   EXPECT_LT((plan.num_splits - 1) * plan.tokens_per_split, 33000);  // no split wholly empty
@@ -170,7 +171,8 @@ TEST(LatentDecodeUnits, SplitsCoverEveryKeyOnceAndHeadsOnce) {
                      : latent_decode_unit<LatentRoute::kProjected>(p, q, unit, b);
           ASSERT_LE(u.key_begin, u.key_end);
           if (unit == 0) {
-            for (std::int64_t k = u.key_begin; k < u.key_end; ++k) ++seen[static_cast<std::size_t>(k)];
+            for (std::int64_t k = u.key_begin; k < u.key_end; ++k)
+              ++seen[static_cast<std::size_t>(k)];
           }
           if (q == 0) {
             for (std::int64_t i = u.first_head; i < u.first_head + u.heads; ++i) {
@@ -277,10 +279,9 @@ TEST(LatentDecodeValidation, NamesTheBadField) {
                     reinterpret_cast<const char*>(p.latent_v) + 1);
               }),
               HasSubstr("latent_v = "));
-  EXPECT_THAT(bad([](auto& p) {
-                p.out = reinterpret_cast<float*>(reinterpret_cast<char*>(p.out) + 2);
-              }),
-              HasSubstr("not aligned to 4 bytes"));
+  EXPECT_THAT(
+      bad([](auto& p) { p.out = reinterpret_cast<float*>(reinterpret_cast<char*>(p.out) + 2); }),
+      HasSubstr("not aligned to 4 bytes"));
   EXPECT_THAT(bad([](auto& p) { p.rank_k = 0; }), HasSubstr("rank_k = 0"));
   EXPECT_THAT(bad([](auto& p) { p.rope_dim = 7; }), HasSubstr("rope_dim = 7"));
   EXPECT_THAT(bad([](auto& p) { p.ld_latent_k = 3; }), HasSubstr("ld_latent_k = 3"));

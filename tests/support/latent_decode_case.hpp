@@ -42,7 +42,7 @@ struct DecodeProblem {
   LatentRoute route;
   std::int64_t batch, heads, query_dim, max_len, width_k, width_v;
   std::vector<std::vector<S>> latent_k_of, latent_v_of;  // per sequence (n_b, G·r) contiguous
-  std::vector<S> latent_k, latent_v;                      // the cache, in c's layout
+  std::vector<S> latent_k, latent_v;                     // the cache, in c's layout
   std::vector<std::int32_t> seq_lens, block_table;
   std::vector<float> queries, up_k, rope, out, workspace;
   std::int64_t ld_latent_k, ld_latent_v, seq_stride = 0, ld_block_table = 0, num_pages = 0;
@@ -136,9 +136,7 @@ struct DecodeProblem {
                      std::numeric_limits<float>::quiet_NaN());
   }
 
-  [[nodiscard]] float scale() const {
-    return 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  }
+  [[nodiscard]] float scale() const { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
 
   /// Params over the host buffers.
   [[nodiscard]] LatentDecodeParams<S> params() {
@@ -235,8 +233,8 @@ struct DecodeProblem {
         for (std::int64_t t = 0; t < n; ++t) {
           double dot = 0.0;
           for (std::int64_t a = 0; a < c.rank_k; ++a) {
-            dot += static_cast<double>(queries[static_cast<std::size_t>(
-                       (b * heads + i) * c.rank_k + a)]) *
+            dot += static_cast<double>(
+                       queries[static_cast<std::size_t>((b * heads + i) * c.rank_k + a)]) *
                    latent_to_float(k[static_cast<std::size_t>(t * width_k + j * c.rank_k + a)]);
           }
           score[static_cast<std::size_t>(t)] = dot * scale();

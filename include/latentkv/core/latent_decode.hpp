@@ -130,8 +130,12 @@ LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_row(const LatentDecode
                                                               std::int64_t b,
                                                               std::int64_t t) noexcept {
   if (p.block_table == nullptr) return b * p.seq_stride + t;
-  const std::int64_t page = p.block_table[b * p.ld_block_table + t / p.page_size];
-  return page * p.page_size + t % p.page_size;
+  // t < 2^31 (seq_lens are int32) and page_size < 2^31 (checked): a 32-bit division, cheap on GPUs.
+  const auto token = static_cast<std::int32_t>(t);
+  const auto page_size = static_cast<std::int32_t>(p.page_size);
+  const std::int32_t slot = token / page_size;
+  const std::int64_t page = p.block_table[b * p.ld_block_table + slot];
+  return page * p.page_size + (token - slot * page_size);
 }
 
 /// One CTA's share of the work.
@@ -294,16 +298,18 @@ template <LatentRoute R, LatentStorage S, class Steps>
 LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
                                             const LatentDecodeUnit& u, float* smem,
                                             const Steps& steps) {
+  // Tile-local extents and indices are int (they index shared memory): 64-bit division costs a
+  // GPU dozens of instructions and registers. Offsets into global memory stay 64-bit.
   constexpr bool kRoute1 = R == LatentRoute::kRebuildKeys;
-  constexpr std::int64_t kT = kLatentDecodeTile;
-  const std::int64_t h = p.head_dim;
-  const std::int64_t rk = p.rank_k;
-  const std::int64_t rv = p.rank_v;
-  const std::int64_t nh = u.heads;
-  const std::int64_t qd = kRoute1 ? h : rk;
-  const std::int64_t half = p.rope_dim / 2;
-  const std::int64_t ks = rk + 1;                     // row stride of the latent_k tile
-  const std::int64_t kstride = kRoute1 ? h + 1 : ks;  // row stride of the keys scored
+  constexpr int kT = static_cast<int>(kLatentDecodeTile);
+  const int h = static_cast<int>(p.head_dim);
+  const int rk = static_cast<int>(p.rank_k);
+  const int rv = static_cast<int>(p.rank_v);
+  const int nh = static_cast<int>(u.heads);
+  const int qd = kRoute1 ? h : rk;
+  const int half = static_cast<int>(p.rope_dim / 2);
+  const int ks = rk + 1;                     // row stride of the latent_k tile
+  const int kstride = kRoute1 ? h + 1 : ks;  // row stride of the keys scored
   const LatentDecodeSmemLayout l = latent_decode_smem_layout<R>(nh, h, rk, rv);
   float* const q_s = smem + l.queries;
   float* const up_s = smem + l.up;
@@ -320,85 +326,88 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
 
   steps([&](int t, int n) {
     const float* q = p.queries + b * p.ld_queries + u.first_head * qd;
-    for (std::int64_t x = t; x < nh * qd; x += n) q_s[x] = q[x] * p.scale;
+    for (int x = t; x < nh * qd; x += n) q_s[x] = q[x] * p.scale;
     if constexpr (kRoute1) {
       const float* up = p.up_k + u.group * p.ld_up_k_group + u.kv_head * h;
-      for (std::int64_t x = t; x < rk * h; x += n) up_s[x] = up[(x / h) * p.ld_up_k + x % h];
+      for (int x = t; x < rk * h; x += n) up_s[x] = up[(x / h) * p.ld_up_k + x % h];
     }
-    for (std::int64_t x = t; x < nh * rv; x += n) acc_s[x] = 0.0f;
-    for (std::int64_t x = t; x < nh; x += n) {
+    for (int x = t; x < nh * rv; x += n) acc_s[x] = 0.0f;
+    for (int x = t; x < nh; x += n) {
       const OnlineSoftmaxState empty;
       max_s[x] = empty.max;
       sum_s[x] = empty.sum;
     }
   });
   for (std::int64_t k0 = u.key_begin; k0 < u.key_end; k0 += kT) {
-    const std::int64_t kb = u.key_end - k0 < kT ? u.key_end - k0 : kT;
+    const int kb = u.key_end - k0 < kT ? static_cast<int>(u.key_end - k0) : kT;
     steps([&](int t, int n) {  // load and widen the tile's latents
       const S* ck = p.latent_k + u.group * rk;
-      for (std::int64_t x = t; x < kb * rk; x += n) {
-        const std::int64_t row = latent_decode_row(p, b, k0 + x / rk);
-        ck_s[(x / rk) * ks + x % rk] = latent_to_float(ck[row * p.ld_latent_k + x % rk]);
+      for (int x = t; x < kb * rk; x += n) {
+        const int row = x / rk;
+        const int col = x - row * rk;
+        const std::int64_t at = latent_decode_row(p, b, k0 + row) * p.ld_latent_k + col;
+        ck_s[row * ks + col] = latent_to_float(ck[at]);
       }
       const S* cv = p.latent_v + u.group * rv;
-      for (std::int64_t x = t; x < kb * rv; x += n) {
-        const std::int64_t row = latent_decode_row(p, b, k0 + x / rv);
-        cv_s[x] = latent_to_float(cv[row * p.ld_latent_v + x % rv]);
+      for (int x = t; x < kb * rv; x += n) {
+        const int row = x / rv;
+        const std::int64_t at = latent_decode_row(p, b, k0 + row) * p.ld_latent_v + (x - row * rv);
+        cv_s[x] = latent_to_float(cv[at]);
       }
     });
     if constexpr (kRoute1) {
-      steps([&](int t, int n) {               // K = C^k·B_k (kb, h), rotated at positions k0 ..
-        const std::int64_t width = h - half;  // pairs (c, c + half) for c < half, then the rest
-        for (std::int64_t x = t; x < kb * width; x += n) {
-          const std::int64_t row = x / width;
-          const std::int64_t c = x % width;
-          const std::int64_t c0 = c < half ? c : c + half;
+      steps([&](int t, int n) {      // K = C^k·B_k (kb, h), rotated at positions k0 ..
+        const int width = h - half;  // pairs (c, c + half) for c < half, then the rest
+        for (int x = t; x < kb * width; x += n) {
+          const int row = x / width;
+          const int c = x - row * width;
+          const int c0 = c < half ? c : c + half;
           const float* latent = ck_s + row * ks;
           float a = 0.0f;
           float z = 0.0f;
           if (c < half) {
-            for (std::int64_t r = 0; r < rk; ++r) {
+            for (int r = 0; r < rk; ++r) {
               a += latent[r] * up_s[r * h + c0];
               z += latent[r] * up_s[r * h + c0 + half];
             }
             rope_rotate_pair_from_table(a, z, p.rope + (k0 + row) * p.ld_rope, c0, half);
             keys_s[row * kstride + c0 + half] = z;
           } else {
-            for (std::int64_t r = 0; r < rk; ++r) a += latent[r] * up_s[r * h + c0];
+            for (int r = 0; r < rk; ++r) a += latent[r] * up_s[r * h + c0];
           }
           keys_s[row * kstride + c0] = a;
         }
       });
     }
     steps([&](int t, int n) {  // scores (nh, kb)
-      for (std::int64_t x = t; x < nh * kT; x += n) {
-        const std::int64_t m = x / kT;
-        const std::int64_t key = x % kT;
+      for (int x = t; x < nh * kT; x += n) {
+        const int m = x / kT;
+        const int key = x - m * kT;
         if (key >= kb) continue;
         const float* q = q_s + m * qd;
         const float* k = keys_s + key * kstride;
         float dot = 0.0f;
-        for (std::int64_t c = 0; c < qd; ++c) dot += q[c] * k[c];
+        for (int c = 0; c < qd; ++c) dot += q[c] * k[c];
         p_s[x] = dot;
       }
     });
     steps([&](int t, int n) {  // online softmax, one thread per head
-      const std::int64_t visible = causal_visible_keys(query_position, k0, kb);
-      for (std::int64_t m = t; m < nh; m += n) {
+      const int visible = static_cast<int>(causal_visible_keys(query_position, k0, kb));
+      for (int m = t; m < nh; m += n) {
         float* row = p_s + m * kT;
         if (visible == 0) {
           corr_s[m] = 1.0f;
-          for (std::int64_t key = 0; key < kT; ++key) row[key] = 0.0f;
+          for (int key = 0; key < kT; ++key) row[key] = 0.0f;
           continue;
         }
         float block_max = row[0];
-        for (std::int64_t key = 1; key < visible; ++key) {
+        for (int key = 1; key < visible; ++key) {
           block_max = row[key] > block_max ? row[key] : block_max;
         }
         OnlineSoftmaxState state{max_s[m], sum_s[m]};
         corr_s[m] = online_softmax_rescale(state, block_max);
         float block_sum = 0.0f;
-        for (std::int64_t key = 0; key < kT; ++key) {
+        for (int key = 0; key < kT; ++key) {
           const float e = key < visible ? std::exp(row[key] - state.max) : 0.0f;
           row[key] = e;
           block_sum += e;
@@ -408,12 +417,12 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
       }
     });
     steps([&](int t, int n) {  // acc = corr·acc + P·C^v
-      for (std::int64_t x = t; x < nh * rv; x += n) {
-        const std::int64_t m = x / rv;
-        const std::int64_t d = x % rv;
+      for (int x = t; x < nh * rv; x += n) {
+        const int m = x / rv;
+        const int d = x - m * rv;
         const float* prob = p_s + m * kT;
         float value = 0.0f;
-        for (std::int64_t key = 0; key < kb; ++key) value += prob[key] * cv_s[key * rv + d];
+        for (int key = 0; key < kb; ++key) value += prob[key] * cv_s[key * rv + d];
         acc_s[x] = acc_s[x] * corr_s[m] + value;
       }
     });
@@ -422,18 +431,19 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
     const std::int64_t heads = latent_decode_num_heads(p);
     if (p.num_splits == 1) {
       float* out = p.out + b * p.ld_out + u.first_head * rv;
-      for (std::int64_t x = t; x < nh * rv; x += n) out[x] = acc_s[x] / sum_s[x / rv];
+      for (int x = t; x < nh * rv; x += n) out[x] = acc_s[x] / sum_s[x / rv];
       return;
     }
     const std::int64_t partials = p.batch * heads * p.num_splits;
     float* const acc = p.workspace;
     float* const max = p.workspace + partials * rv;
     float* const sum = max + partials;
-    for (std::int64_t x = t; x < nh * rv; x += n) {
-      const std::int64_t slot = (b * heads + u.first_head + x / rv) * p.num_splits + u.split;
-      acc[slot * rv + x % rv] = acc_s[x];
+    for (int x = t; x < nh * rv; x += n) {
+      const int m = x / rv;
+      const std::int64_t slot = (b * heads + u.first_head + m) * p.num_splits + u.split;
+      acc[slot * rv + (x - m * rv)] = acc_s[x];
     }
-    for (std::int64_t m = t; m < nh; m += n) {
+    for (int m = t; m < nh; m += n) {
       const std::int64_t slot = (b * heads + u.first_head + m) * p.num_splits + u.split;
       max[slot] = max_s[m];
       sum[slot] = sum_s[m];
@@ -544,6 +554,9 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
   } else {
     pointer("block_table", p.block_table);
     positive("page_size", p.page_size);
+    if (p.page_size > std::numeric_limits<std::int32_t>::max()) {
+      fail("page_size = ", p.page_size, ", expected < 2^31");
+    }
     positive("num_pages", p.num_pages);
     positive("ld_block_table", p.ld_block_table);
     capacity = p.ld_block_table * p.page_size;

@@ -36,7 +36,7 @@ namespace detail {
 
 /// One decode CTA per (split, unit, sequence) = (blockIdx.x, blockIdx.y, blockIdx.z).
 template <LatentRoute R, LatentStorage S>
-__global__ void __launch_bounds__(kLatentDecodeThreads)
+__global__ void __launch_bounds__(kLatentDecodeThreads, 1)
     latent_decode_kernel(const LatentDecodeParams<S> p) {
   extern __shared__ float latent_decode_smem[];
   const LatentDecodeUnit unit = latent_decode_unit<R>(p, blockIdx.x, blockIdx.y, blockIdx.z);
