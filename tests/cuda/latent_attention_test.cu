@@ -7,7 +7,9 @@
 // (run_latent_attention, route 1), a float64 loop (route 2, dense), and the same decomposition
 // run on the host (latent_decode_host). Tolerance, every storage type: the latents are rounded
 // once when the problem is made and widened exactly on both sides, so CPU and GPU differ only in
-// fp32 summation order, fused multiply-adds and expf: |gpu − ref| ≤ 1e-4·(1 + max|ref|).
+// fp32 summation order, fused multiply-adds and expf: |gpu − ref| ≤ 1e-4·(1 + max|ref|). Route 1
+// on tensor cores (fp16/bf16, rank_k = 32) multiplies B_k split into two 16-bit halves, so it
+// stays within the same bound (bf16: ~2^-16 relative on the keys).
 // Skips without a device.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -117,14 +119,19 @@ TYPED_TEST(LatentDecodeCuda, Route1MatchesTheCpuKernel) {
   using S = TypeParam;
   for (const bool paged : {false, true}) {
     for (const std::int64_t splits : {1, 7, 0}) {  // 0: the device planner
-      DecodeCase c;
-      c.lens = {1, 17, 4095, 33000};
-      c.paged = paged;
-      c.splits = splits == 0 ? 1 : splits;
-      DecodeProblem<S> problem(c, LatentRoute::kRebuildKeys);
-      const std::vector<float> ref = problem.reference_route1();
-      expect_matches<LatentRoute::kRebuildKeys>(problem, ref, splits == 0,
-                                                paged ? "route 1 paged" : "route 1 contiguous");
+      for (const std::int64_t rank : {24, 32}) {   // CUDA cores; tensor cores (16-bit S)
+        DecodeCase c;
+        c.lens = {1, 17, 4095, 33000};
+        c.paged = paged;
+        c.splits = splits == 0 ? 1 : splits;
+        c.rank_k = rank;
+        DecodeProblem<S> problem(c, LatentRoute::kRebuildKeys);
+        const std::vector<float> ref = problem.reference_route1();
+        expect_matches<LatentRoute::kRebuildKeys>(
+            problem, ref, splits == 0,
+            std::string(paged ? "route 1 paged" : "route 1 contiguous") + ", rank_k " +
+                std::to_string(rank));
+      }
     }
   }
 }

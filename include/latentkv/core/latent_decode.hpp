@@ -292,12 +292,34 @@ struct CtaSteps {
   }
 };
 
+/// Route 1's key rebuild on CUDA cores (and the host): thread t of n computes elements
+/// t, t + n, .. of K = C·B (kb, h), unrotated:
+///   latent: (≥ kb, rank) fp32, row stride ld_latent;  up: (rank, h) fp32, row stride h
+///   keys:   (≥ kb, h) fp32, row stride ld_keys
+struct ScalarKeyRebuild {
+  LATENTKV_HOST_DEVICE void operator()(const float* latent, int ld_latent, const float* up, int h,
+                                       int rank, float* keys, int ld_keys, int kb, int t,
+                                       int n) const {
+    for (int x = t; x < kb * h; x += n) {
+      const int row = x / h;
+      const int c = x - row * h;
+      const float* a = latent + row * ld_latent;
+      float value = 0.0f;
+      for (int r = 0; r < rank; ++r) value += a[r] * up[r * h + c];
+      keys[row * ld_keys + c] = value;
+    }
+  }
+};
+
 /// One decode CTA: the unit `u` with shared memory `smem` (latent_decode_smem_layout floats),
-/// steps run by `steps` (CtaSteps). Writes out (one split) or the workspace partials.
-template <LatentRoute R, LatentStorage S, class Steps>
+/// steps run by `steps` (CtaSteps), route 1's keys rebuilt by `rebuild` (ScalarKeyRebuild, or
+/// the CUDA header's tensor-core version, same contract). Writes out (one split) or the
+/// workspace partials.
+template <LatentRoute R, LatentStorage S, class Steps, class KeyRebuild = ScalarKeyRebuild>
 LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
                                             const LatentDecodeUnit& u, float* smem,
-                                            const Steps& steps) {
+                                            const Steps& steps,
+                                            const KeyRebuild& rebuild = KeyRebuild{}) {
   // Tile-local extents and indices are int (they index shared memory): 64-bit division costs a
   // GPU dozens of instructions and registers. Offsets into global memory stay 64-bit.
   constexpr bool kRoute1 = R == LatentRoute::kRebuildKeys;
@@ -356,26 +378,16 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
       }
     });
     if constexpr (kRoute1) {
-      steps([&](int t, int n) {      // K = C^k·B_k (kb, h), rotated at positions k0 ..
-        const int width = h - half;  // pairs (c, c + half) for c < half, then the rest
-        for (int x = t; x < kb * width; x += n) {
-          const int row = x / width;
-          const int c = x - row * width;
-          const int c0 = c < half ? c : c + half;
-          const float* latent = ck_s + row * ks;
-          float a = 0.0f;
-          float z = 0.0f;
-          if (c < half) {
-            for (int r = 0; r < rk; ++r) {
-              a += latent[r] * up_s[r * h + c0];
-              z += latent[r] * up_s[r * h + c0 + half];
-            }
-            rope_rotate_pair_from_table(a, z, p.rope + (k0 + row) * p.ld_rope, c0, half);
-            keys_s[row * kstride + c0 + half] = z;
-          } else {
-            for (int r = 0; r < rk; ++r) a += latent[r] * up_s[r * h + c0];
-          }
-          keys_s[row * kstride + c0] = a;
+      steps([&](int t, int n) {  // K = C^k·B_k (kb, h)
+        rebuild(ck_s, ks, up_s, h, rk, keys_s, kstride, kb, t, n);
+      });
+      steps([&](int t, int n) {  // rotated at the keys' positions k0 ..: pairs (c, c + half)
+        for (int x = t; x < kb * half; x += n) {
+          const int row = x / half;
+          const int c = x - row * half;
+          float* key = keys_s + row * kstride;
+          rope_rotate_pair_from_table(key[c], key[c + half], p.rope + (k0 + row) * p.ld_rope, c,
+                                      half);
         }
       });
     }

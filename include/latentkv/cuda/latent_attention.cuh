@@ -15,15 +15,19 @@
 // latent_decode_smem_bytes(); then, with several splits, a merge grid (H, batch). Streams are
 // honoured; nothing is allocated (the caller owns the workspace: latent_decode_workspace_bytes).
 // Every launch is asynchronous: the data behind the pointers must stay valid until the stream
-// reaches it. Tensor cores are not used yet: route 1 rebuilds keys on CUDA cores (fp32 FMA).
+// reaches it. Route 1 rebuilds keys on tensor cores (mma.sync m16n8k16, sm_80+) when the
+// latents are fp16 or bf16 and rank_k is a multiple of 16 (MmaKeyRebuild), else on CUDA cores.
 #ifndef __CUDACC__
 #error "latentkv/cuda/latent_attention.cuh is CUDA code: compile it with nvcc"
 #endif
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 
@@ -34,13 +38,123 @@
 namespace latentkv::cuda {
 namespace detail {
 
+/// Two fp32 → one 32-bit register of two 16-bit numbers of S (low half = `low`), rounded to
+/// nearest; and the value the first one rounds to.
+template <LatentStorage S>
+__device__ inline std::uint32_t pack_pair(float low, float high) {
+  if constexpr (std::same_as<S, Bf16>) {
+    return static_cast<std::uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(low))) |
+           static_cast<std::uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(high))) << 16;
+  } else {
+    return static_cast<std::uint32_t>(__half_as_ushort(__float2half_rn(low))) |
+           static_cast<std::uint32_t>(__half_as_ushort(__float2half_rn(high))) << 16;
+  }
+}
+
+template <LatentStorage S>
+__device__ inline float round_to_storage(float x) {
+  if constexpr (std::same_as<S, Bf16>) {
+    return __bfloat162float(__float2bfloat16_rn(x));
+  } else {
+    return __half2float(__float2half_rn(x));
+  }
+}
+
+/// d += a·b on one warp: m16n8k16, a row-major (16×16), b column-major (16×8), 16-bit S in,
+/// fp32 accumulate (PTX ISA "Matrix Fragments for mma.m16n8k16").
+template <LatentStorage S>
+__device__ inline void mma_16816(float (&d)[4], const std::uint32_t (&a)[4],
+                                 const std::uint32_t (&b)[2]) {
+  if constexpr (std::same_as<S, Bf16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+}  // namespace detail
+
+/// Route 1's key rebuild on tensor cores (ScalarKeyRebuild's contract): K = C·B for a tile of
+/// kLatentDecodeTile = 32 rows as 2 × (h/8) m16n8k16 tiles, warp w taking the column tiles
+/// w, w + warps, ..; k-steps of 16 latent channels. The latents are exact in S (they were widened
+/// from it); B is fp32, so it is split as B = B_hi + B_lo (both in S) and multiplied twice, which
+/// keeps K within ~2^-16 (bf16) or ~2^-21 (fp16) of the fp32 product instead of S's rounding.
+/// Falls back to CUDA cores for fp32 latents, rank % 16 ≠ 0, h % 8 ≠ 0, before sm_80 and on the
+/// host.
+template <LatentStorage S>
+struct MmaKeyRebuild {
+  __host__ __device__ void operator()(const float* latent, int ld_latent, const float* up, int h,
+                                      int rank, float* keys, int ld_keys, int kb, int t,
+                                      int n) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (!std::same_as<S, float>) {
+      if (rank % 16 == 0 && h % 8 == 0 && n % 32 == 0) {
+        static_assert(kLatentDecodeTile == 32, "MmaKeyRebuild covers 32 rows as two m16 tiles");
+        const int warp = t / 32;
+        const int lane = t % 32;
+        const int group = lane / 4;  // PTX "groupID"
+        const int pair = lane % 4;   // PTX "threadID_in_group"
+        for (int tile = warp; tile < h / 8; tile += n / 32) {
+          float d[2][4] = {};
+          const int col = tile * 8 + group;  // this lane's column of B
+          for (int k0 = 0; k0 < rank; k0 += 16) {
+            // B (16×8, col): b0,b1 at k = 2·pair + {0,1}; b2,b3 at k = 2·pair + 8 + {0,1}.
+            const int k = k0 + 2 * pair;
+            const float b[4] = {up[k * h + col], up[(k + 1) * h + col], up[(k + 8) * h + col],
+                                up[(k + 9) * h + col]};
+            float hi[4];
+            for (int i = 0; i < 4; ++i) hi[i] = detail::round_to_storage<S>(b[i]);
+            const std::uint32_t b_hi[2] = {detail::pack_pair<S>(hi[0], hi[1]),
+                                           detail::pack_pair<S>(hi[2], hi[3])};
+            const std::uint32_t b_lo[2] = {detail::pack_pair<S>(b[0] - hi[0], b[1] - hi[1]),
+                                           detail::pack_pair<S>(b[2] - hi[2], b[3] - hi[3])};
+            for (int m = 0; m < 2; ++m) {
+              // A (16×16, row): a0,a1 (row g, k 2p..), a2,a3 (row g + 8), a4,a5 (row g, k + 8),
+              // a6,a7 (row g + 8, k + 8).
+              const float* r0 = latent + (m * 16 + group) * ld_latent + k;
+              const float* r1 = r0 + 8 * ld_latent;
+              const std::uint32_t a[4] = {
+                  detail::pack_pair<S>(r0[0], r0[1]), detail::pack_pair<S>(r1[0], r1[1]),
+                  detail::pack_pair<S>(r0[8], r0[9]), detail::pack_pair<S>(r1[8], r1[9])};
+              detail::mma_16816<S>(d[m], a, b_hi);
+              detail::mma_16816<S>(d[m], a, b_lo);
+            }
+          }
+          // D (16×8): d0,d1 at (row g, col 2p + {0,1}); d2,d3 at (row g + 8, same cols).
+          for (int m = 0; m < 2; ++m) {
+            float* k_row = keys + (m * 16 + group) * ld_keys + tile * 8 + 2 * pair;
+            k_row[0] = d[m][0];
+            k_row[1] = d[m][1];
+            k_row[8 * ld_keys] = d[m][2];
+            k_row[8 * ld_keys + 1] = d[m][3];
+          }
+        }
+        (void)kb;  // rows ≥ kb are computed from stale shared memory and never read
+        return;
+      }
+    }
+#endif
+    ScalarKeyRebuild{}(latent, ld_latent, up, h, rank, keys, ld_keys, kb, t, n);
+  }
+};
+
+namespace detail {
+
 /// One decode CTA per (split, unit, sequence) = (blockIdx.x, blockIdx.y, blockIdx.z).
 template <LatentRoute R, LatentStorage S>
 __global__ void __launch_bounds__(kLatentDecodeThreads, 1)
     latent_decode_kernel(const LatentDecodeParams<S> p) {
   extern __shared__ float latent_decode_smem[];
   const LatentDecodeUnit unit = latent_decode_unit<R>(p, blockIdx.x, blockIdx.y, blockIdx.z);
-  latent_decode_cta<R>(p, unit, latent_decode_smem, CtaSteps{});
+  latent_decode_cta<R>(p, unit, latent_decode_smem, CtaSteps{}, MmaKeyRebuild<S>{});
 }
 
 /// Merges the split partials: block (i, b), threads over the r_v channels.
