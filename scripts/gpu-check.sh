@@ -4,10 +4,10 @@
 #
 # What a GPU machine checks (issue 10), in one command and under 8 minutes on an H100/H200:
 #   1. configures and builds only what the GPU needs: the CUDA tests (latent_attention_cuda_test,
-#      cusolver_factorizer_test) and the CUDA benchmark (latent_attention_cuda_bench), for the
+#      latent_attention_layer_cuda_test, cusolver_factorizer_test) and the CUDA benchmark (latent_attention_cuda_bench), for the
 #      GPU's own architecture (nvidia-smi; sm_90 when none is visible); no Google Benchmark needed;
-#   2. runs the `cuda` ctest label (kernels against the CPU kernel; the cuSOLVER factorizer
-#      against Eigen);
+#   2. runs the `cuda` ctest label (kernels and the layer against the CPU kernel; the cuSOLVER
+#      factorizer against Eigen);
 #   3. runs the benchmark and prints one table (route 1 / route 2 / dense decode time, GB/s
 #      against the copy kernel, SmolLM2-135M and LLaMA-3-8B shapes, budgets 0.5 and 0.25),
 #      also written to benchmarks/cuda/results-<device>.md for committing.
@@ -62,7 +62,8 @@ grep -q "latentkv: CUDA ON" "$build_dir.configure.log" ||
   { echo "gpu-check: CMake did not enable CUDA (see $build_dir.configure.log)" >&2; exit 1; }
 
 echo "== build (CUDA tests + CUDA benchmark, $jobs jobs)"
-cmake --build "$build_dir" -j "$jobs" --target latent_attention_cuda_test cusolver_factorizer_test \
+cmake --build "$build_dir" -j "$jobs" --target latent_attention_cuda_test \
+  latent_attention_layer_cuda_test cusolver_factorizer_test \
   latent_attention_cuda_bench
 echo "   built in $((SECONDS - start)) s"
 if [ "$build_only" = 1 ]; then
