@@ -311,14 +311,32 @@ struct ScalarKeyRebuild {
   }
 };
 
+/// Loads a tile of latents widened to fp32, element by element: thread t of n takes elements
+/// t, t + n, .. of
+///   src: rows row_of(0 .. kb − 1) of a matrix with row stride ld, columns 0 .. width − 1
+///   dst: (kb, width) fp32, row stride ld_dst
+struct ScalarTileLoad {
+  template <LatentStorage S, class RowOf>
+  LATENTKV_HOST_DEVICE void operator()(const S* src, std::int64_t ld, const RowOf& row_of, int kb,
+                                       int width, float* dst, int ld_dst, int t, int n) const {
+    for (int x = t; x < kb * width; x += n) {
+      const int row = x / width;
+      const int col = x - row * width;
+      dst[row * ld_dst + col] = latent_to_float(src[row_of(row) * ld + col]);
+    }
+  }
+};
+
 /// One decode CTA: the unit `u` with shared memory `smem` (latent_decode_smem_layout floats),
-/// steps run by `steps` (CtaSteps), route 1's keys rebuilt by `rebuild` (ScalarKeyRebuild, or
-/// the CUDA header's tensor-core version, same contract). Writes out (one split) or the
+/// steps run by `steps` (CtaSteps), tiles loaded by `load` (ScalarTileLoad, or the CUDA header's
+/// 16-byte version) and route 1's keys rebuilt by `rebuild` (ScalarKeyRebuild, or the CUDA
+/// header's tensor-core version), both with the same contract. Writes out (one split) or the
 /// workspace partials.
-template <LatentRoute R, LatentStorage S, class Steps, class KeyRebuild = ScalarKeyRebuild>
+template <LatentRoute R, LatentStorage S, class Steps, class TileLoad = ScalarTileLoad,
+          class KeyRebuild = ScalarKeyRebuild>
 LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
                                             const LatentDecodeUnit& u, float* smem,
-                                            const Steps& steps,
+                                            const Steps& steps, const TileLoad& load = TileLoad{},
                                             const KeyRebuild& rebuild = KeyRebuild{}) {
   // Tile-local extents and indices are int (they index shared memory): 64-bit division costs a
   // GPU dozens of instructions and registers. Offsets into global memory stay 64-bit.
@@ -363,19 +381,9 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
   for (std::int64_t k0 = u.key_begin; k0 < u.key_end; k0 += kT) {
     const int kb = u.key_end - k0 < kT ? static_cast<int>(u.key_end - k0) : kT;
     steps([&](int t, int n) {  // load and widen the tile's latents
-      const S* ck = p.latent_k + u.group * rk;
-      for (int x = t; x < kb * rk; x += n) {
-        const int row = x / rk;
-        const int col = x - row * rk;
-        const std::int64_t at = latent_decode_row(p, b, k0 + row) * p.ld_latent_k + col;
-        ck_s[row * ks + col] = latent_to_float(ck[at]);
-      }
-      const S* cv = p.latent_v + u.group * rv;
-      for (int x = t; x < kb * rv; x += n) {
-        const int row = x / rv;
-        const std::int64_t at = latent_decode_row(p, b, k0 + row) * p.ld_latent_v + (x - row * rv);
-        cv_s[x] = latent_to_float(cv[at]);
-      }
+      const auto row_of = [&](int row) { return latent_decode_row(p, b, k0 + row); };
+      load(p.latent_k + u.group * rk, p.ld_latent_k, row_of, kb, rk, ck_s, ks, t, n);
+      load(p.latent_v + u.group * rv, p.ld_latent_v, row_of, kb, rv, cv_s, rv, t, n);
     });
     if constexpr (kRoute1) {
       steps([&](int t, int n) {  // K = C^k·B_k (kb, h)

@@ -30,6 +30,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/latent_decode.hpp"
@@ -146,6 +147,34 @@ struct MmaKeyRebuild {
   }
 };
 
+/// Tile loads in 16-byte words (ScalarTileLoad's contract): one load brings 8 fp16/bf16 or 4 fp32
+/// latents and one cache-row lookup serves them all. Needs width and ld multiples of the word
+/// and a 16-byte aligned src; otherwise (and on the host) loads element by element.
+struct VectorTileLoad {
+  template <LatentStorage S, class RowOf>
+  __host__ __device__ void operator()(const S* src, std::int64_t ld, const RowOf& row_of, int kb,
+                                      int width, float* dst, int ld_dst, int t, int n) const {
+#if defined(__CUDA_ARCH__)
+    constexpr int kPerWord = static_cast<int>(16 / sizeof(S));
+    if (width % kPerWord == 0 && ld % kPerWord == 0 &&
+        reinterpret_cast<std::uintptr_t>(src) % 16 == 0) {
+      const int words = width / kPerWord;
+      for (int x = t; x < kb * words; x += n) {
+        const int row = x / words;
+        const int word = x - row * words;
+        const uint4 bits = __ldg(reinterpret_cast<const uint4*>(src + row_of(row) * ld) + word);
+        S values[kPerWord];
+        memcpy(values, &bits, sizeof(bits));
+        float* to = dst + row * ld_dst + word * kPerWord;
+        for (int i = 0; i < kPerWord; ++i) to[i] = latent_to_float(values[i]);
+      }
+      return;
+    }
+#endif
+    ScalarTileLoad{}(src, ld, row_of, kb, width, dst, ld_dst, t, n);
+  }
+};
+
 namespace detail {
 
 /// One decode CTA per (split, unit, sequence) = (blockIdx.x, blockIdx.y, blockIdx.z).
@@ -154,7 +183,8 @@ __global__ void __launch_bounds__(kLatentDecodeThreads, 1)
     latent_decode_kernel(const LatentDecodeParams<S> p) {
   extern __shared__ float latent_decode_smem[];
   const LatentDecodeUnit unit = latent_decode_unit<R>(p, blockIdx.x, blockIdx.y, blockIdx.z);
-  latent_decode_cta<R>(p, unit, latent_decode_smem, CtaSteps{}, MmaKeyRebuild<S>{});
+  latent_decode_cta<R>(p, unit, latent_decode_smem, CtaSteps{}, VectorTileLoad{},
+                       MmaKeyRebuild<S>{});
 }
 
 /// Merges the split partials: block (i, b), threads over the r_v channels.
