@@ -131,6 +131,7 @@ TEST(SplitPlanner, FillsTheDeviceAndCoversTheLongestSequence) {
 TEST(SplitPlanner, WorkspaceSize) {
   EXPECT_EQ(latent_decode_workspace_bytes(2, 9, 32, 1), 0);
   EXPECT_EQ(latent_decode_workspace_bytes(2, 9, 32, 4), 2 * 9 * 4 * 34 * 4);
+  EXPECT_EQ(latent_decode_workspace_bytes(2, 9, 32, 4, 3), 3 * 2 * 9 * 4 * 34 * 4);
 }
 
 TEST(LatentDecodeRows, ContiguousAndPaged) {
@@ -186,6 +187,16 @@ TEST(LatentDecodeUnits, SplitsCoverEveryKeyOnceAndHeadsOnce) {
       EXPECT_THAT(heads, ::testing::Each(1));
     }
   }
+  // Prefill: Q = 5 in blocks of 2 → tokens (0, 2), (2, 2), (4, 1); keys cut causally.
+  p.query_tokens = 5;
+  p.query_block = 2;
+  EXPECT_EQ(latent_decode_query_blocks(p), 3);
+  const LatentDecodeUnit last = latent_decode_unit<LatentRoute::kProjected>(p, 0, 0, 2, 2);
+  EXPECT_EQ(last.first_token, 4);
+  EXPECT_EQ(last.tokens, 1);
+  const LatentDecodeUnit first = latent_decode_unit<LatentRoute::kProjected>(p, 3, 0, 2, 0);
+  EXPECT_EQ(first.key_begin, 288);
+  EXPECT_EQ(first.key_end, 297);  // the block's last query (position 296) sees keys 0..296
 }
 
 // ---- the GPU decomposition on the host against the references -------------------------------
@@ -229,6 +240,32 @@ TYPED_TEST(LatentDecodeHost, Route2MatchesFloat64Reference) {
       const std::vector<float> ref = problem.reference_route2();
       EXPECT_LE(test::max_abs_diff(problem.out, ref), 2e-5f * (1.0f + test::max_abs(ref)))
           << "paged " << paged << ", splits " << splits;
+    }
+  }
+}
+
+TYPED_TEST(LatentDecodeHost, ChunkedCausalPrefillMatchesTheReferences) {
+  using S = TypeParam;
+  for (const bool paged : {false, true}) {
+    for (const std::int64_t splits : {1, 4}) {
+      DecodeCase c;
+      c.lens = {5, 17, 300};
+      c.paged = paged;
+      c.splits = splits;
+      c.query_tokens = 5;
+      c.query_block = 2;  // blocks of 2, 2, 1 tokens
+      c.rank_k = 32;
+      DecodeProblem<S> route1(c, LatentRoute::kRebuildKeys);
+      latent_decode_host<LatentRoute::kRebuildKeys>(route1.params(), route1.host_data());
+      const std::vector<float> ref1 = route1.reference_route1();
+      EXPECT_LE(test::max_abs_diff(route1.out, ref1), 2e-5f * (1.0f + test::max_abs(ref1)))
+          << "route 1, paged " << paged << ", splits " << splits;
+      c.rank_v = 13;
+      DecodeProblem<S> route2(c, LatentRoute::kProjected);
+      latent_decode_host<LatentRoute::kProjected>(route2.params(), route2.host_data());
+      const std::vector<float> ref2 = route2.reference_route2();
+      EXPECT_LE(test::max_abs_diff(route2.out, ref2), 2e-5f * (1.0f + test::max_abs(ref2)))
+          << "route 2, paged " << paged << ", splits " << splits;
     }
   }
 }
@@ -301,6 +338,16 @@ TEST(LatentDecodeValidation, NamesTheBadField) {
   std::vector<std::int32_t> table(host.block_table.begin(), host.block_table.end());
   table[static_cast<std::size_t>(good.ld_block_table)] = -1;
   EXPECT_THAT(message_of<kR1>(good, {host.seq_lens, table}), HasSubstr("block_table[1][0] = -1"));
+  // Prefill: a query block outside 1..Q, a sequence shorter than its queries.
+  EXPECT_THAT(bad([](auto& p) { p.query_block = 2; }), HasSubstr("query_block = 2"));
+  EXPECT_THAT(bad([](auto& p) {
+                p.query_tokens = 6;
+                p.query_block = 3;
+                p.ld_queries *= 6;
+                p.ld_out *= 6;
+                p.workspace_bytes *= 6;
+              }),
+              HasSubstr("seq_lens[0] = 5, expected 6.."));
   // A split plan that misses keys.
   EXPECT_THAT(bad([](auto& p) { p.num_splits = 1; }), HasSubstr("past num_splits"));
 }

@@ -4,7 +4,8 @@
 // A seeded batched-decode problem for core/latent_decode.hpp and cuda/latent_attention.cuh tests:
 // host buffers in the contiguous or paged layout (shuffled pages, padded strides), the params
 // that point at them, and references: the CPU kernel (route 1, one run_latent_attention call per
-// sequence on that sequence's contiguous latents) and a float64 loop (route 2).
+// sequence on that sequence's contiguous latents) and a float64 loop (route 2), both causal over
+// each sequence's last Q tokens.
 #pragma once
 
 #include <algorithm>
@@ -33,6 +34,8 @@ struct DecodeCase {
   std::int64_t rope_dim = 64;
   std::int64_t rank_k = 24;
   std::int64_t rank_v = 20;
+  std::int64_t query_tokens = 1;  // Q > 1: chunked causal prefill of each sequence's last Q
+  std::int64_t query_block = 1;
   std::uint32_t seed = 11;
 };
 
@@ -115,7 +118,7 @@ struct DecodeProblem {
                     width_v, latent_v.begin() + rb[t] * ld_latent_v);
       }
     }
-    queries.resize(static_cast<std::size_t>(batch * heads * query_dim));
+    queries.resize(static_cast<std::size_t>(batch * c.query_tokens * heads * query_dim));
     for (float& x : queries) x = normal(rng);
     const std::int64_t sh = c.heads_per_group * c.head_dim;
     up_k.resize(static_cast<std::size_t>(c.num_groups * c.rank_k * sh));
@@ -125,15 +128,16 @@ struct DecodeProblem {
     for (std::int64_t t = 0; t < max_len; ++t) {
       rope_table_row(rope.data() + t * c.rope_dim, t, static_cast<int>(c.rope_dim), 1e4f);
     }
-    out.assign(static_cast<std::size_t>(batch * heads * c.rank_v),
+    out.assign(static_cast<std::size_t>(batch * c.query_tokens * heads * c.rank_v),
                std::numeric_limits<float>::quiet_NaN());
     const std::int64_t wanted = std::max<std::int64_t>(1, c.splits);
     tokens_per_split = ((max_len + wanted - 1) / wanted + kLatentDecodeTile - 1) /
                        kLatentDecodeTile * kLatentDecodeTile;
     num_splits = (max_len + tokens_per_split - 1) / tokens_per_split;
-    workspace.assign(static_cast<std::size_t>(
-                         latent_decode_workspace_bytes(batch, heads, c.rank_v, num_splits) / 4),
-                     std::numeric_limits<float>::quiet_NaN());
+    workspace.assign(
+        static_cast<std::size_t>(
+            latent_decode_workspace_bytes(batch, heads, c.rank_v, num_splits, c.query_tokens) / 4),
+        std::numeric_limits<float>::quiet_NaN());
   }
 
   [[nodiscard]] float scale() const { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
@@ -150,7 +154,7 @@ struct DecodeProblem {
     p.block_table = c.paged ? block_table.data() : nullptr;
     p.out = out.data();
     p.workspace = workspace.empty() ? nullptr : workspace.data();
-    p.ld_queries = heads * query_dim;
+    p.ld_queries = c.query_tokens * heads * query_dim;
     p.ld_latent_k = ld_latent_k;
     p.ld_latent_v = ld_latent_v;
     p.ld_up_k = c.heads_per_group * c.head_dim;
@@ -158,7 +162,7 @@ struct DecodeProblem {
     p.ld_rope = c.rope_dim;
     p.rope_rows = max_len;
     p.ld_block_table = ld_block_table;
-    p.ld_out = heads * c.rank_v;
+    p.ld_out = c.query_tokens * heads * c.rank_v;
     p.seq_stride = seq_stride;
     p.page_size = c.paged ? c.page_size : 0;
     p.num_pages = num_pages;
@@ -173,6 +177,8 @@ struct DecodeProblem {
     p.rank_v = c.rank_v;
     p.num_splits = num_splits;
     p.tokens_per_split = tokens_per_split;
+    p.query_tokens = c.query_tokens;
+    p.query_block = c.query_block;
     p.scale = scale();
     return p;
   }
@@ -181,7 +187,7 @@ struct DecodeProblem {
     return {std::span<const std::int32_t>(seq_lens), std::span<const std::int32_t>(block_table)};
   }
 
-  /// Route 1 by the CPU kernel: (batch, H, r_v).
+  /// Route 1 by the CPU kernel: (batch, Q, H, r_v).
   [[nodiscard]] std::vector<float> reference_route1() const {
     std::vector<float> ref(out.size());
     const std::int64_t sg = c.heads_per_group * c.group_size;
@@ -190,7 +196,8 @@ struct DecodeProblem {
       std::vector<LatentAttentionParams<S>> groups(static_cast<std::size_t>(c.num_groups));
       for (std::int64_t j = 0; j < c.num_groups; ++j) {
         LatentAttentionParams<S>& p = groups[static_cast<std::size_t>(j)];
-        p.queries = queries.data() + b * heads * c.head_dim + j * sg * c.head_dim;
+        const std::int64_t q_tokens = c.query_tokens;
+        p.queries = queries.data() + b * q_tokens * heads * c.head_dim + j * sg * c.head_dim;
         p.ld_queries = heads * c.head_dim;
         p.latent_k = latent_k_of[static_cast<std::size_t>(b)].data() + j * c.rank_k;
         p.ld_latent_k = width_k;
@@ -200,11 +207,11 @@ struct DecodeProblem {
         p.ld_latent_v = width_v;
         p.rope = rope.data();
         p.ld_rope = c.rope_dim;
-        p.out = ref.data() + b * heads * c.rank_v + j * sg * c.rank_v;
+        p.out = ref.data() + b * q_tokens * heads * c.rank_v + j * sg * c.rank_v;
         p.ld_out = heads * c.rank_v;
-        p.tokens = 1;
+        p.tokens = q_tokens;
         p.length = n;
-        p.first_position = n - 1;
+        p.first_position = n - q_tokens;
         p.heads_per_group = c.heads_per_group;
         p.group_size = c.group_size;
         p.head_dim = c.head_dim;
@@ -218,38 +225,41 @@ struct DecodeProblem {
     return ref;
   }
 
-  /// Route 2 in float64: (batch, H, r_v).
+  /// Route 2 in float64: (batch, Q, H, r_v), query token q at position n_b − Q + q seeing keys
+  /// 0 .. its position.
   [[nodiscard]] std::vector<float> reference_route2() const {
     std::vector<float> ref(out.size());
     const std::int64_t sg = c.heads_per_group * c.group_size;
+    const std::int64_t q_tokens = c.query_tokens;
     for (std::int64_t b = 0; b < batch; ++b) {
-      const std::int64_t n = c.lens[static_cast<std::size_t>(b)];
       const auto& k = latent_k_of[static_cast<std::size_t>(b)];
       const auto& v = latent_v_of[static_cast<std::size_t>(b)];
-      for (std::int64_t i = 0; i < heads; ++i) {
-        const std::int64_t j = i / sg;
-        std::vector<double> score(static_cast<std::size_t>(n));
-        double top = -1e300;
-        for (std::int64_t t = 0; t < n; ++t) {
-          double dot = 0.0;
-          for (std::int64_t a = 0; a < c.rank_k; ++a) {
-            dot += static_cast<double>(
-                       queries[static_cast<std::size_t>((b * heads + i) * c.rank_k + a)]) *
-                   latent_to_float(k[static_cast<std::size_t>(t * width_k + j * c.rank_k + a)]);
-          }
-          score[static_cast<std::size_t>(t)] = dot * scale();
-          top = std::max(top, score[static_cast<std::size_t>(t)]);
-        }
-        double den = 0.0;
-        for (double& s : score) den += (s = std::exp(s - top));
-        for (std::int64_t d = 0; d < c.rank_v; ++d) {
-          double num = 0.0;
+      for (std::int64_t token = 0; token < q_tokens; ++token) {
+        const std::int64_t n = c.lens[static_cast<std::size_t>(b)] - q_tokens + token + 1;
+        for (std::int64_t i = 0; i < heads; ++i) {
+          const std::int64_t j = i / sg;
+          const std::int64_t row = (b * q_tokens + token) * heads + i;
+          std::vector<double> score(static_cast<std::size_t>(n));
+          double top = -1e300;
           for (std::int64_t t = 0; t < n; ++t) {
-            num += score[static_cast<std::size_t>(t)] *
-                   latent_to_float(v[static_cast<std::size_t>(t * width_v + j * c.rank_v + d)]);
+            double dot = 0.0;
+            for (std::int64_t a = 0; a < c.rank_k; ++a) {
+              dot += static_cast<double>(queries[static_cast<std::size_t>(row * c.rank_k + a)]) *
+                     latent_to_float(k[static_cast<std::size_t>(t * width_k + j * c.rank_k + a)]);
+            }
+            score[static_cast<std::size_t>(t)] = dot * scale();
+            top = std::max(top, score[static_cast<std::size_t>(t)]);
           }
-          ref[static_cast<std::size_t>((b * heads + i) * c.rank_v + d)] =
-              static_cast<float>(num / den);
+          double den = 0.0;
+          for (double& s : score) den += (s = std::exp(s - top));
+          for (std::int64_t d = 0; d < c.rank_v; ++d) {
+            double num = 0.0;
+            for (std::int64_t t = 0; t < n; ++t) {
+              num += score[static_cast<std::size_t>(t)] *
+                     latent_to_float(v[static_cast<std::size_t>(t * width_v + j * c.rank_v + d)]);
+            }
+            ref[static_cast<std::size_t>(row * c.rank_v + d)] = static_cast<float>(num / den);
+          }
         }
       }
     }

@@ -1,32 +1,35 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Batched latent decode (one query token per sequence), the decomposition the CUDA kernels run
-// (cuda/latent_attention.cuh), written once as host-device code so that the host can run it too
-// and the tests check it without a GPU (std-only). One layer, G head groups of equal ranks:
-//   sequence b: seq_lens[b] = n_b cached tokens; its query sits at position n_b − 1 and sees all
+// Batched latent decode (one query token per sequence) and chunked causal prefill (Q query
+// tokens per sequence), the decomposition the CUDA kernels run (cuda/latent_attention.cuh),
+// written once as host-device code so that the host can run it too and the tests check it without
+// a GPU (std-only). One layer, G head groups of equal ranks:
+//   sequence b: seq_lens[b] = n_b cached tokens (the queries' own included); its Q query tokens
+//               sit at positions n_b − Q .. n_b − 1, each seeing the keys up to its own
 //   query head i = j·s·g + e·g + m': group j, KV head e of the group, g query heads per KV head
-//   route 1 (kRebuildKeys, DESIGN §3.1): queries (batch, H, h) rotated; key u of group j, KV
-//            head e: k_u = RoPE_u(c^k_u·B_k,j[:, e·h .. e·h + h)); score = scale·q·k_u
-//   route 2 (kProjected, DESIGN §3.2): queries (batch, H, r_k) projected q̃; score = scale·q̃·c^k_u
-//            (multi-query attention of head dims r_k, r_v; dense decode is route 2 with s = 1 and
-//            r_k = r_v = h on the post-RoPE K and V)
-//   out:     (batch, H, r_v)  O_{b,i} = Σ_u softmax_u(score)·c^v_u (latent space, meets W̃_o)
+//   route 1 (kRebuildKeys, DESIGN §3.1): queries (batch, Q, H, h) rotated; key u of group j,
+//            KV head e: k_u = RoPE_u(c^k_u·B_k,j[:, e·h .. e·h + h)); score = scale·q·k_u
+//   route 2 (kProjected, DESIGN §3.2): queries (batch, Q, H, r_k) projected q̃;
+//            score = scale·q̃·c^k_u (multi-query attention of head dims r_k, r_v; dense decode is
+//            route 2 with s = 1 and r_k = r_v = h on the post-RoPE K and V)
+//   out:     (batch, Q, H, r_v)  O = Σ_u softmax_u(score)·c^v_u (latent space, meets W̃_o)
 // Cache rows: contiguous (sequence b's token t at row b·seq_stride + t) or paged (row
 // block_table[b][t / page_size]·page_size + t % page_size, as vLLM / FlashInfer page caches); a
 // row holds every group's latents (group j at columns j·r_k of C^k and j·r_v of C^v).
 //
-// Work split (flash-decoding): one CTA ("unit") per (split, unit, sequence): route 1's unit is a
-// KV head (its g query heads share the rebuilt keys), route 2's a group (its s·g query heads share
-// the latents). Split q covers keys [q·T_s, (q+1)·T_s) ∩ [0, n_b) (T_s = tokens_per_split, a
-// multiple of kLatentDecodeTile). A CTA walks its range in tiles of kLatentDecodeTile keys held in
-// shared memory: load (widen to fp32) → route 1: rebuild keys C·B_k and rotate them at the
-// tiles' positions → scores → online softmax (core/online_softmax.hpp) → P·C^v into fp32
-// accumulators. One split writes the normalized output; several write (acc, max, sum) partials to
-// the workspace and a merge pass combines them. Each step is a loop `for (x = tid; x < n; x +=
-// threads)` over shared memory separated by barriers (CtaSteps), so that running the threads of a
-// CTA one after the other on the host gives the same result as the GPU, up to exp and fused
-// multiply-adds.
+// Work split (flash-decoding): one CTA ("unit") per (split, query block, unit, sequence): route
+// 1's unit is a KV head (its g query heads share the rebuilt keys), route 2's a group (its s·g
+// query heads share the latents); a query block is query_block consecutive query tokens, stacked
+// with the heads as the CTA's rows. Split q covers keys [q·T_s, (q+1)·T_s) ∩ [0, last visible]
+// (T_s = tokens_per_split, a multiple of kLatentDecodeTile). A CTA walks its range in tiles of
+// kLatentDecodeTile keys held in shared memory: load (widen to fp32) → route 1: rebuild keys
+// C·B_k, rotate them at the tile's positions → scores → causal mask and online softmax
+// (core/online_softmax.hpp) → P·C^v into fp32 accumulators. One split writes the normalized
+// output; several write (acc, max, sum) partials to the workspace and a merge pass combines them.
+// Each step is a loop `for (x = tid; x < n; x += threads)` over shared memory separated by
+// barriers (CtaSteps), so that running the threads of a CTA one after the other on the host gives
+// the same result as the GPU, up to exp and fused multiply-adds.
 #pragma once
 
 #include <algorithm>
@@ -62,8 +65,9 @@ inline constexpr int kLatentDecodeThreads = 128;
 /// it feeds a CUDA kernel, host pointers for latent_decode_host. Strides in elements.
 template <LatentStorage S>
 struct LatentDecodeParams {
-  const float* queries = nullptr;  // (batch, H, query_dim) head-major, sequence stride ld_queries;
-                                   // query_dim = head_dim (route 1) or rank_k (route 2)
+  const float* queries = nullptr;  // (batch, Q, H, query_dim), sequence stride ld_queries, token
+                                   // stride H·query_dim; query_dim = head_dim (route 1) or rank_k
+                                   // (route 2); token t of sequence b sits at n_b − Q + t
   const S* latent_k = nullptr;     // C^k rows: (rows, ≥ G·rank_k), row stride ld_latent_k
   const S* latent_v = nullptr;     // C^v rows: (rows, ≥ G·rank_v), row stride ld_latent_v
   const float* up_k = nullptr;     // route 1: B_k,j (rank_k, s·h) at up_k + j·ld_up_k_group,
@@ -73,9 +77,10 @@ struct LatentDecodeParams {
   const std::int32_t* seq_lens = nullptr;     // (batch) cached tokens n_b ≥ 1 per sequence
   const std::int32_t* block_table = nullptr;  // paged: (batch, ld_block_table) page ids;
                                               // null: contiguous
-  float* out = nullptr;               // (batch, H, rank_v) head-major, sequence stride ld_out
+  float* out = nullptr;               // (batch, Q, H, rank_v), sequence stride ld_out, token
+                                      // stride H·rank_v
   float* workspace = nullptr;         // num_splits > 1: latent_decode_workspace_bytes() bytes
-  std::int64_t ld_queries = 0;        // ≥ H·query_dim
+  std::int64_t ld_queries = 0;        // ≥ Q·H·query_dim
   std::int64_t ld_latent_k = 0;       // ≥ G·rank_k
   std::int64_t ld_latent_v = 0;       // ≥ G·rank_v
   std::int64_t ld_up_k = 0;           // route 1: ≥ s·h
@@ -83,7 +88,7 @@ struct LatentDecodeParams {
   std::int64_t ld_rope = 0;           // route 1: ≥ rope_dim
   std::int64_t rope_rows = 0;         // route 1: positions in the table, ≥ every n_b
   std::int64_t ld_block_table = 0;    // paged: page slots per sequence
-  std::int64_t ld_out = 0;            // ≥ H·rank_v
+  std::int64_t ld_out = 0;            // ≥ Q·H·rank_v
   std::int64_t seq_stride = 0;        // contiguous: rows per sequence, ≥ every n_b
   std::int64_t page_size = 0;         // paged: tokens per page
   std::int64_t num_pages = 0;         // paged: pages in the pool (rows = num_pages·page_size)
@@ -98,6 +103,9 @@ struct LatentDecodeParams {
   std::int64_t rank_v = 0;            // r_v
   std::int64_t num_splits = 1;        // key splits per sequence (plan_latent_decode_splits)
   std::int64_t tokens_per_split = 0;  // multiple of kLatentDecodeTile, num_splits·it ≥ every n_b
+  std::int64_t query_tokens = 1;      // Q: 1 for decode; > 1: chunked causal prefill of the
+                                      // last Q cached tokens (each sees the keys up to itself)
+  std::int64_t query_block = 1;       // query tokens per CTA, 1..Q
   float scale = 0.0f;                 // softmax scale, 1/√h for LLaMA
 };
 
@@ -117,7 +125,15 @@ LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_query_dim(
   return R == LatentRoute::kRebuildKeys ? p.head_dim : p.rank_k;
 }
 
-/// CTAs per (split, sequence): route 1 one per KV head (G·s), route 2 one per group (G).
+/// Query blocks per sequence: ⌈Q / query_block⌉.
+template <LatentStorage S>
+LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_query_blocks(
+    const LatentDecodeParams<S>& p) noexcept {
+  return (p.query_tokens + p.query_block - 1) / p.query_block;
+}
+
+/// CTAs per (split, query block, sequence): route 1 one per KV head (G·s), route 2 one per
+/// group (G).
 template <LatentRoute R, LatentStorage S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_units(
     const LatentDecodeParams<S>& p) noexcept {
@@ -140,24 +156,29 @@ LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_row(const LatentDecode
 
 /// One CTA's share of the work.
 struct LatentDecodeUnit {
-  std::int64_t sequence = 0;    // b
-  std::int64_t group = 0;       // j
-  std::int64_t kv_head = 0;     // e within the group (route 1; 0 for route 2)
-  std::int64_t first_head = 0;  // first query head i of the unit
-  std::int64_t heads = 0;       // query heads of the unit: g (route 1) or s·g (route 2)
-  std::int64_t split = 0;       // q
-  std::int64_t key_begin = 0;   // keys [key_begin, key_end) of sequence b
+  std::int64_t sequence = 0;     // b
+  std::int64_t group = 0;        // j
+  std::int64_t kv_head = 0;      // e within the group (route 1; 0 for route 2)
+  std::int64_t first_head = 0;   // first query head i of the unit
+  std::int64_t heads = 0;        // query heads of the unit: g (route 1) or s·g (route 2)
+  std::int64_t split = 0;        // q
+  std::int64_t first_token = 0;  // first query token t0 of the unit (0 .. Q − 1)
+  std::int64_t tokens = 1;       // query tokens of the unit
+  std::int64_t key_begin = 0;    // keys [key_begin, key_end) of sequence b
   std::int64_t key_end = 0;
 };
 
-/// The unit of CTA (split, unit, b); reads seq_lens[b].
+/// The unit of CTA (split, unit, b) for query block `query_block`; reads seq_lens[b]. Its keys
+/// are split q's range, cut at the last key its last query token sees.
 template <LatentRoute R, LatentStorage S>
-LATENTKV_HOST_DEVICE constexpr LatentDecodeUnit latent_decode_unit(const LatentDecodeParams<S>& p,
-                                                                   std::int64_t split,
-                                                                   std::int64_t unit,
-                                                                   std::int64_t b) noexcept {
+LATENTKV_HOST_DEVICE constexpr LatentDecodeUnit latent_decode_unit(
+    const LatentDecodeParams<S>& p, std::int64_t split, std::int64_t unit, std::int64_t b,
+    std::int64_t query_block = 0) noexcept {
   LatentDecodeUnit u;
-  const std::int64_t length = p.seq_lens[b];
+  u.first_token = query_block * p.query_block;
+  u.tokens = p.query_tokens - u.first_token < p.query_block ? p.query_tokens - u.first_token
+                                                            : p.query_block;
+  const std::int64_t length = p.seq_lens[b] - p.query_tokens + u.first_token + u.tokens;
   const std::int64_t sg = p.heads_per_group * p.group_size;
   u.sequence = b;
   u.split = split;
@@ -192,7 +213,7 @@ struct LatentDecodeSmemLayout {
   std::int64_t total = 0;       // floats in all
 };
 
-/// The layout for a unit of `heads` query heads.
+/// The layout for a unit of `heads` stacked query rows (query heads × query tokens).
 template <LatentRoute R>
 LATENTKV_HOST_DEVICE constexpr LatentDecodeSmemLayout latent_decode_smem_layout(
     std::int64_t heads, std::int64_t head_dim, std::int64_t rank_k, std::int64_t rank_v) noexcept {
@@ -224,18 +245,20 @@ template <LatentRoute R, LatentStorage S>
 [[nodiscard]] constexpr std::int64_t latent_decode_smem_bytes(
     const LatentDecodeParams<S>& p) noexcept {
   const std::int64_t heads =
-      R == LatentRoute::kRebuildKeys ? p.group_size : p.heads_per_group * p.group_size;
+      (R == LatentRoute::kRebuildKeys ? p.group_size : p.heads_per_group * p.group_size) *
+      p.query_block;
   return latent_decode_smem_layout<R>(heads, p.head_dim, p.rank_k, p.rank_v).total *
          static_cast<std::int64_t>(sizeof(float));
 }
 
-/// Workspace of a decode with num_splits > 1, in bytes: (batch, H, splits) partials of
+/// Workspace of a decode with num_splits > 1, in bytes: (batch, Q, H, splits) partials of
 /// rank_v + 2 floats (acc, then max, then sum regions); 0 for one split.
 [[nodiscard]] constexpr std::int64_t latent_decode_workspace_bytes(
-    std::int64_t batch, std::int64_t num_heads, std::int64_t rank_v,
-    std::int64_t num_splits) noexcept {
+    std::int64_t batch, std::int64_t num_heads, std::int64_t rank_v, std::int64_t num_splits,
+    std::int64_t query_tokens = 1) noexcept {
   if (num_splits <= 1) return 0;
-  return batch * num_heads * num_splits * (rank_v + 2) * static_cast<std::int64_t>(sizeof(float));
+  return batch * query_tokens * num_heads * num_splits * (rank_v + 2) *
+         static_cast<std::int64_t>(sizeof(float));
 }
 
 /// The split-KV plan of a decode launch.
@@ -346,11 +369,13 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
   const int rk = static_cast<int>(p.rank_k);
   const int rv = static_cast<int>(p.rank_v);
   const int nh = static_cast<int>(u.heads);
+  const int rows = static_cast<int>(u.tokens);
+  const int nr = nh * rows;  // stacked query rows: row r = m·rows + t (head m, token t0 + t)
   const int qd = kRoute1 ? h : rk;
   const int half = static_cast<int>(p.rope_dim / 2);
   const int ks = rk + 1;                     // row stride of the latent_k tile
   const int kstride = kRoute1 ? h + 1 : ks;  // row stride of the keys scored
-  const LatentDecodeSmemLayout l = latent_decode_smem_layout<R>(nh, h, rk, rv);
+  const LatentDecodeSmemLayout l = latent_decode_smem_layout<R>(nr, h, rk, rv);
   float* const q_s = smem + l.queries;
   float* const up_s = smem + l.up;
   float* const ck_s = smem + l.latent_k;
@@ -362,17 +387,22 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
   float* const sum_s = smem + l.sum;
   float* const acc_s = smem + l.acc;
   const std::int64_t b = u.sequence;
-  const std::int64_t query_position = p.seq_lens[b] - 1;
+  const std::int64_t heads = latent_decode_num_heads(p);
+  const std::int64_t first_position = p.seq_lens[b] - p.query_tokens + u.first_token;
 
   steps([&](int t, int n) {
-    const float* q = p.queries + b * p.ld_queries + u.first_head * qd;
-    for (int x = t; x < nh * qd; x += n) q_s[x] = q[x] * p.scale;
+    const float* q = p.queries + b * p.ld_queries + u.first_token * heads * qd + u.first_head * qd;
+    for (int x = t; x < nr * qd; x += n) {
+      const int r = x / qd;
+      const int m = r / rows;
+      q_s[x] = q[(r - m * rows) * heads * qd + m * qd + (x - r * qd)] * p.scale;
+    }
     if constexpr (kRoute1) {
       const float* up = p.up_k + u.group * p.ld_up_k_group + u.kv_head * h;
       for (int x = t; x < rk * h; x += n) up_s[x] = up[(x / h) * p.ld_up_k + x % h];
     }
-    for (int x = t; x < nh * rv; x += n) acc_s[x] = 0.0f;
-    for (int x = t; x < nh; x += n) {
+    for (int x = t; x < nr * rv; x += n) acc_s[x] = 0.0f;
+    for (int x = t; x < nr; x += n) {
       const OnlineSoftmaxState empty;
       max_s[x] = empty.max;
       sum_s[x] = empty.sum;
@@ -399,8 +429,8 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
         }
       });
     }
-    steps([&](int t, int n) {  // scores (nh, kb)
-      for (int x = t; x < nh * kT; x += n) {
+    steps([&](int t, int n) {  // scores (nr, kb)
+      for (int x = t; x < nr * kT; x += n) {
         const int m = x / kT;
         const int key = x - m * kT;
         if (key >= kb) continue;
@@ -411,9 +441,10 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
         p_s[x] = dot;
       }
     });
-    steps([&](int t, int n) {  // online softmax, one thread per head
-      const int visible = static_cast<int>(causal_visible_keys(query_position, k0, kb));
-      for (int m = t; m < nh; m += n) {
+    steps([&](int t, int n) {  // online softmax, one thread per stacked row
+      for (int m = t; m < nr; m += n) {
+        const int visible =
+            static_cast<int>(causal_visible_keys(first_position + m % rows, k0, kb));
         float* row = p_s + m * kT;
         if (visible == 0) {
           corr_s[m] = 1.0f;
@@ -437,7 +468,7 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
       }
     });
     steps([&](int t, int n) {  // acc = corr·acc + P·C^v
-      for (int x = t; x < nh * rv; x += n) {
+      for (int x = t; x < nr * rv; x += n) {
         const int m = x / rv;
         const int d = x - m * rv;
         const float* prob = p_s + m * kT;
@@ -448,40 +479,51 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
     });
   }
   steps([&](int t, int n) {  // normalized output, or this split's partial
-    const std::int64_t heads = latent_decode_num_heads(p);
+    // Stacked row r = m·rows + tt is query head first_head + m at token first_token + tt.
+    const auto slot = [&](int r) {
+      const int m = r / rows;
+      return ((b * p.query_tokens + u.first_token + (r - m * rows)) * heads + u.first_head + m) *
+                 p.num_splits +
+             u.split;
+    };
     if (p.num_splits == 1) {
-      float* out = p.out + b * p.ld_out + u.first_head * rv;
-      for (int x = t; x < nh * rv; x += n) out[x] = acc_s[x] / sum_s[x / rv];
+      for (int x = t; x < nr * rv; x += n) {
+        const int r = x / rv;
+        const int m = r / rows;
+        const std::int64_t token = u.first_token + (r - m * rows);
+        p.out[b * p.ld_out + token * heads * rv + (u.first_head + m) * rv + (x - r * rv)] =
+            acc_s[x] / sum_s[r];
+      }
       return;
     }
-    const std::int64_t partials = p.batch * heads * p.num_splits;
+    const std::int64_t partials = p.batch * p.query_tokens * heads * p.num_splits;
     float* const acc = p.workspace;
     float* const max = p.workspace + partials * rv;
     float* const sum = max + partials;
-    for (int x = t; x < nh * rv; x += n) {
-      const int m = x / rv;
-      const std::int64_t slot = (b * heads + u.first_head + m) * p.num_splits + u.split;
-      acc[slot * rv + (x - m * rv)] = acc_s[x];
+    for (int x = t; x < nr * rv; x += n) {
+      const int r = x / rv;
+      acc[slot(r) * rv + (x - r * rv)] = acc_s[x];
     }
-    for (int m = t; m < nh; m += n) {
-      const std::int64_t slot = (b * heads + u.first_head + m) * p.num_splits + u.split;
-      max[slot] = max_s[m];
-      sum[slot] = sum_s[m];
+    for (int r = t; r < nr; r += n) {
+      max[slot(r)] = max_s[r];
+      sum[slot(r)] = sum_s[r];
     }
   });
 }
 
-/// The merge of the workspace partials: out[b, i, d] for one (b, i, d) (num_splits > 1).
+/// The merge of the workspace partials: out[b, token, i, d] for one (b, token, i, d)
+/// (num_splits > 1).
 template <LatentStorage S>
 LATENTKV_HOST_DEVICE inline void latent_decode_merge(const LatentDecodeParams<S>& p, std::int64_t b,
-                                                     std::int64_t i, std::int64_t d) noexcept {
+                                                     std::int64_t token, std::int64_t i,
+                                                     std::int64_t d) noexcept {
   const std::int64_t heads = latent_decode_num_heads(p);
-  const std::int64_t partials = p.batch * heads * p.num_splits;
-  const std::int64_t first = (b * heads + i) * p.num_splits;
+  const std::int64_t partials = p.batch * p.query_tokens * heads * p.num_splits;
+  const std::int64_t first = ((b * p.query_tokens + token) * heads + i) * p.num_splits;
   const float* const acc = p.workspace;
   const float* const max = p.workspace + partials * p.rank_v;
   const float* const sum = max + partials;
-  p.out[b * p.ld_out + i * p.rank_v + d] = merge_split_channel(
+  p.out[b * p.ld_out + token * heads * p.rank_v + i * p.rank_v + d] = merge_split_channel(
       acc + first * p.rank_v + d, p.rank_v, max + first, sum + first, p.num_splits);
 }
 
@@ -520,6 +562,10 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
   positive("rank_k", p.rank_k);
   positive("rank_v", p.rank_v);
   positive("num_splits", p.num_splits);
+  positive("query_tokens", p.query_tokens);
+  if (p.query_block < 1 || p.query_block > p.query_tokens) {
+    fail("query_block = ", p.query_block, ", expected 1..", p.query_tokens, " (query_tokens)");
+  }
   if (kRoute1) {
     if (p.head_dim < 2) fail("head_dim = ", p.head_dim, ", expected >= 2");
     if (p.rope_dim < 2 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim) {
@@ -547,14 +593,19 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
     if (ld < width) fail(name, " = ", ld, ", expected >= ", width);
   };
   pointer("queries", p.queries);
-  stride("ld_queries", p.ld_queries, heads * qd);
+  stride("ld_queries", p.ld_queries, p.query_tokens * heads * qd);
   pointer("latent_k", p.latent_k);
   stride("ld_latent_k", p.ld_latent_k, p.num_groups * p.rank_k);
   pointer("latent_v", p.latent_v);
   stride("ld_latent_v", p.ld_latent_v, p.num_groups * p.rank_v);
   pointer("seq_lens", p.seq_lens);
   pointer("out", p.out);
-  stride("ld_out", p.ld_out, heads * p.rank_v);
+  stride("ld_out", p.ld_out, p.query_tokens * heads * p.rank_v);
+  constexpr std::int64_t kGridX = 2147483647;  // CUDA grid x
+  if (p.num_splits * latent_decode_query_blocks(p) > kGridX || heads * p.query_tokens > kGridX) {
+    fail("num_splits·query blocks = ", p.num_splits * latent_decode_query_blocks(p),
+         ", H·query_tokens = ", heads * p.query_tokens, ", expected <= ", kGridX);
+  }
   if (kRoute1) {
     pointer("up_k", p.up_k);
     stride("ld_up_k", p.ld_up_k, p.heads_per_group * p.head_dim);
@@ -583,7 +634,8 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
   }
   if (p.num_splits > 1) {
     pointer("workspace", p.workspace);
-    const std::int64_t need = latent_decode_workspace_bytes(p.batch, heads, p.rank_v, p.num_splits);
+    const std::int64_t need =
+        latent_decode_workspace_bytes(p.batch, heads, p.rank_v, p.num_splits, p.query_tokens);
     if (p.workspace_bytes < need) {
       fail("workspace_bytes = ", p.workspace_bytes, ", expected >= ", need,
            " (latent_decode_workspace_bytes for ", p.num_splits, " splits)");
@@ -600,8 +652,8 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
     }
     for (std::size_t b = 0; b < host.seq_lens.size(); ++b) {
       const std::int64_t n = host.seq_lens[b];
-      if (n < 1 || n > capacity) {
-        fail("seq_lens[", b, "] = ", n, ", expected 1..", capacity,
+      if (n < p.query_tokens || n > capacity) {
+        fail("seq_lens[", b, "] = ", n, ", expected ", p.query_tokens, "..", capacity,
              p.block_table == nullptr ? " (seq_stride)" : " (ld_block_table·page_size)");
       }
       if (n > covered) {
@@ -641,15 +693,20 @@ void latent_decode_host(const LatentDecodeParams<S>& p, const LatentDecodeHostDa
   const CtaSteps steps;
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t unit = 0; unit < latent_decode_units<R>(p); ++unit) {
-      for (std::int64_t split = 0; split < p.num_splits; ++split) {
-        latent_decode_cta<R>(p, latent_decode_unit<R>(p, split, unit, b), smem.data(), steps);
+      for (std::int64_t block = 0; block < latent_decode_query_blocks(p); ++block) {
+        for (std::int64_t split = 0; split < p.num_splits; ++split) {
+          latent_decode_cta<R>(p, latent_decode_unit<R>(p, split, unit, b, block), smem.data(),
+                               steps);
+        }
       }
     }
   }
   if (p.num_splits == 1) return;
   for (std::int64_t b = 0; b < p.batch; ++b) {
-    for (std::int64_t i = 0; i < latent_decode_num_heads(p); ++i) {
-      for (std::int64_t d = 0; d < p.rank_v; ++d) latent_decode_merge(p, b, i, d);
+    for (std::int64_t token = 0; token < p.query_tokens; ++token) {
+      for (std::int64_t i = 0; i < latent_decode_num_heads(p); ++i) {
+        for (std::int64_t d = 0; d < p.rank_v; ++d) latent_decode_merge(p, b, token, i, d);
+      }
     }
   }
 }

@@ -1,22 +1,24 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Attention on the latent KV cache on a GPU: batched decode (one query token per sequence),
-// split-KV (flash-decoding), contiguous and paged caches, fp32/fp16/bf16 latents, route 1 and route
-// 2 (DESIGN §3, §7). The math and the CTA decomposition are core/latent_decode.hpp's (host-device,
+// Attention on the latent KV cache on a GPU: batched decode (one query token per sequence) and
+// chunked causal prefill (query_tokens > 1, query_block tokens per CTA), split-KV
+// (flash-decoding), contiguous and paged caches, fp32/fp16/bf16 latents, route 1 and route 2
+// (DESIGN §3, §7). The math and the CTA decomposition are core/latent_decode.hpp's (host-device,
 // tested on the CPU); this header adds the kernels, their noexcept launchers (cudaError_t) and
 // throwing wrappers (InvalidArgument naming the field, CudaError), a dense decode baseline and a
 // copy kernel that measures the device's achievable bandwidth.
-//   queries: (batch, H, h) rotated (route 1) or (batch, H, r_k) projected (route 2), fp32
+//   queries: (batch, Q, H, h) rotated (route 1) or (batch, Q, H, r_k) projected (route 2), fp32
 //   C^k, C^v: cache rows (contiguous or paged) of G groups' latents, storage S
 //   B_k:     route 1, per group (r_k, s·h) fp32
-//   out:     (batch, H, r_v) fp32, per query head in its group's value-latent space (meets W̃_o)
-// Launch: grid (num_splits, units, batch), kLatentDecodeThreads threads, dynamic shared memory
-// latent_decode_smem_bytes(); then, with several splits, a merge grid (H, batch). Streams are
-// honoured; nothing is allocated (the caller owns the workspace: latent_decode_workspace_bytes).
-// Every launch is asynchronous: the data behind the pointers must stay valid until the stream
-// reaches it. Route 1 rebuilds keys on tensor cores (mma.sync m16n8k16, sm_80+) when the
-// latents are fp16 or bf16 and rank_k is a multiple of 16 (MmaKeyRebuild), else on CUDA cores.
+//   out:     (batch, Q, H, r_v) fp32, per query head in its group's value-latent space (→ W̃_o)
+// Launch: grid (num_splits·query blocks, units, batch), kLatentDecodeThreads threads, dynamic
+// shared memory latent_decode_smem_bytes(); then, with several splits, a merge grid (H·Q, batch).
+// Streams are honoured; nothing is allocated (the caller owns the workspace:
+// latent_decode_workspace_bytes). Every launch is asynchronous: the data behind the pointers must
+// stay valid until the stream reaches it. Route 1 rebuilds keys on tensor cores (mma.sync
+// m16n8k16, sm_80+) when the latents are fp16 or bf16 and rank_k is a multiple of 16
+// (MmaKeyRebuild), else on CUDA cores; scores and values run on CUDA cores.
 #ifndef __CUDACC__
 #error "latentkv/cuda/latent_attention.cuh is CUDA code: compile it with nvcc"
 #endif
@@ -177,21 +179,25 @@ struct VectorTileLoad {
 
 namespace detail {
 
-/// One decode CTA per (split, unit, sequence) = (blockIdx.x, blockIdx.y, blockIdx.z).
+/// One decode CTA per (query block·num_splits + split, unit, sequence) = (blockIdx.x, .y, .z).
 template <LatentRoute R, LatentStorage S>
 __global__ void __launch_bounds__(kLatentDecodeThreads, 1)
     latent_decode_kernel(const LatentDecodeParams<S> p) {
   extern __shared__ float latent_decode_smem[];
-  const LatentDecodeUnit unit = latent_decode_unit<R>(p, blockIdx.x, blockIdx.y, blockIdx.z);
+  const std::int64_t x = blockIdx.x;
+  const LatentDecodeUnit unit =
+      latent_decode_unit<R>(p, x % p.num_splits, blockIdx.y, blockIdx.z, x / p.num_splits);
   latent_decode_cta<R>(p, unit, latent_decode_smem, CtaSteps{}, VectorTileLoad{},
                        MmaKeyRebuild<S>{});
 }
 
-/// Merges the split partials: block (i, b), threads over the r_v channels.
+/// Merges the split partials: block (token·H + i, b), threads over the r_v channels.
 template <LatentStorage S>
 __global__ void latent_decode_merge_kernel(const LatentDecodeParams<S> p) {
+  const std::int64_t heads = latent_decode_num_heads(p);
+  const std::int64_t x = blockIdx.x;
   for (std::int64_t d = threadIdx.x; d < p.rank_v; d += blockDim.x) {
-    latent_decode_merge(p, blockIdx.y, blockIdx.x, d);
+    latent_decode_merge(p, blockIdx.y, x / heads, x % heads, d);
   }
 }
 
@@ -242,7 +248,7 @@ template <LatentRoute R, LatentStorage S>
   const std::int64_t smem = latent_decode_smem_bytes<R>(p);
   status = detail::allow_smem(detail::latent_decode_kernel<R, S>, smem);
   if (status != cudaSuccess) return status;
-  const dim3 grid(static_cast<unsigned>(p.num_splits),
+  const dim3 grid(static_cast<unsigned>(p.num_splits * latent_decode_query_blocks(p)),
                   static_cast<unsigned>(latent_decode_units<R>(p)), static_cast<unsigned>(p.batch));
   detail::latent_decode_kernel<R, S>
       <<<grid, kLatentDecodeThreads, static_cast<std::size_t>(smem), stream>>>(p);
@@ -250,7 +256,7 @@ template <LatentRoute R, LatentStorage S>
   if (status != cudaSuccess || p.num_splits == 1) return status;
   const unsigned threads =
       static_cast<unsigned>(std::min<std::int64_t>(256, (p.rank_v + 31) / 32 * 32));
-  const dim3 merge_grid(static_cast<unsigned>(latent_decode_num_heads(p)),
+  const dim3 merge_grid(static_cast<unsigned>(latent_decode_num_heads(p) * p.query_tokens),
                         static_cast<unsigned>(p.batch));
   detail::latent_decode_merge_kernel<S><<<merge_grid, threads, 0, stream>>>(p);
   return cudaGetLastError();
@@ -272,8 +278,9 @@ template <LatentRoute R, LatentStorage S>
   LATENTKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, detail::latent_decode_kernel<R, S>, kLatentDecodeThreads,
       static_cast<std::size_t>(smem)));
-  return plan_latent_decode_splits(sms, std::max(per_sm, 1), p.batch * latent_decode_units<R>(p),
-                                   max_length, min_tokens_per_split);
+  return plan_latent_decode_splits(
+      sms, std::max(per_sm, 1), p.batch * latent_decode_units<R>(p) * latent_decode_query_blocks(p),
+      max_length, min_tokens_per_split);
 }
 
 /// The decode of route R, validated first on the host: `host` must mirror p.seq_lens (and

@@ -142,6 +142,11 @@ class LatentAttentionLayer {
                                                ", expected >= ", workspace_bytes(cache),
                                                " (workspace_bytes)");
     }
+    if (cache.query_tokens != 1 || cache.query_block != 1) {
+      latentkv::detail::raise<InvalidArgument>(kWhere, "query_tokens = ", cache.query_tokens,
+                                               ", query_block = ", cache.query_block,
+                                               ", expected 1 (decode)");
+    }
     const std::int64_t batch = cache.batch;
     const std::int64_t heads = latent_decode_num_heads(cache);
     const std::int64_t d = weights_.d_model;
