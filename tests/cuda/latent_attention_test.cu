@@ -1,16 +1,16 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// cuda/latent_attention.cuh on a GPU against the CPU: every decode (route 1, route 2, dense) with
-// fp32/fp16/bf16 latents, contiguous and paged caches, lengths 1, 17, 4095 and 33000 in one
-// batch, one split, several, and the device planner's choice. References: the CPU kernel
-// (run_latent_attention, route 1), a float64 loop (route 2, dense), and the same decomposition
-// run on the host (latent_decode_host). Tolerance, every storage type: the latents are rounded
-// once when the problem is made and widened exactly on both sides, so CPU and GPU differ only in
-// fp32 summation order, fused multiply-adds and expf: |gpu − ref| ≤ 1e-4·(1 + max|ref|). Route 1
-// on tensor cores (fp16/bf16, rank_k = 32) multiplies B_k split into two 16-bit halves, so it
-// stays within the same bound (bf16: ~2^-16 relative on the keys).
-// Skips without a device.
+// cuda/latent_attention.cuh on a GPU against the CPU: every decode (route 1, route 2, dense) and
+// the chunked causal prefill (both routes) with fp32/fp16/bf16 latents, contiguous and paged
+// caches, lengths 1, 17, 4095 and 33000 in one batch, one split, several, and the device planner's
+// choice. References: the CPU kernel (run_latent_attention, route 1), a float64 loop (route 2,
+// dense), and the same decomposition run on the host (latent_decode_host). Tolerance, every storage
+// type: the latents are rounded once when the problem is made and widened exactly on both sides, so
+// CPU and GPU differ only in fp32 summation order, fused multiply-adds and expf: |gpu − ref| ≤
+// 1e-4·(1 + max|ref|). Route 1 on tensor cores (fp16/bf16, rank_k = 32) multiplies B_k split into
+// two 16-bit halves, so it stays within the same bound (bf16: ~2^-16 relative on the keys). Skips
+// without a device.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -73,8 +73,8 @@ struct OnDevice {
   void use_splits(std::int64_t splits, std::int64_t tokens_per_split) {
     p.num_splits = splits;
     p.tokens_per_split = tokens_per_split;
-    const std::int64_t bytes =
-        latent_decode_workspace_bytes(p.batch, latent_decode_num_heads(p), p.rank_v, p.num_splits);
+    const std::int64_t bytes = latent_decode_workspace_bytes(
+        p.batch, latent_decode_num_heads(p), p.rank_v, p.num_splits, p.query_tokens);
     workspace = DeviceBuffer<float>(static_cast<std::size_t>(bytes / 4));
     p.workspace = workspace.data();
     p.workspace_bytes = bytes;
@@ -153,6 +153,29 @@ TYPED_TEST(LatentDecodeCuda, Route2MatchesFloat64) {
         expect_matches<LatentRoute::kProjected>(problem, ref, splits == 0,
                                                 paged ? "route 2 paged" : "route 2 contiguous");
       }
+    }
+  }
+}
+
+TYPED_TEST(LatentDecodeCuda, ChunkedCausalPrefillMatchesTheReferences) {
+  LATENTKV_REQUIRE_DEVICE();
+  using S = TypeParam;
+  for (const bool paged : {false, true}) {
+    for (const std::int64_t splits : {1, 6}) {
+      DecodeCase c;
+      c.lens = {40, 300, 4095};
+      c.paged = paged;
+      c.splits = splits;
+      c.query_tokens = 37;
+      c.query_block = 8;  // four blocks of 8 and one of 5
+      c.rank_k = 32;
+      DecodeProblem<S> route1(c, LatentRoute::kRebuildKeys);
+      const std::vector<float> ref1 = route1.reference_route1();
+      expect_matches<LatentRoute::kRebuildKeys>(route1, ref1, false, "route 1 prefill");
+      c.rank_v = 13;
+      DecodeProblem<S> route2(c, LatentRoute::kProjected);
+      const std::vector<float> ref2 = route2.reference_route2();
+      expect_matches<LatentRoute::kProjected>(route2, ref2, false, "route 2 prefill");
     }
   }
 }
