@@ -270,6 +270,54 @@ TYPED_TEST(LatentDecodeHost, ChunkedCausalPrefillMatchesTheReferences) {
   }
 }
 
+/// Runs each CTA step's threads last to first: a step that read another thread's writes of the
+/// same step (a race on the GPU) would change the result.
+struct ReversedSteps {
+  int threads = kLatentDecodeThreads;
+  template <class F>
+  void operator()(const F& f) const {
+    for (int t = threads - 1; t >= 0; --t) f(t, threads);
+  }
+};
+
+TYPED_TEST(LatentDecodeHost, ThreadCountAndOrderDoNotChangeABit) {
+  using S = TypeParam;
+  for (const LatentRoute route : {LatentRoute::kRebuildKeys, LatentRoute::kProjected}) {
+    DecodeCase c;
+    c.lens = {3, 70, 130};
+    c.paged = true;
+    c.splits = 2;
+    c.query_tokens = 3;
+    c.query_block = 2;
+    c.rank_k = 32;
+    c.rank_v = 13;
+    std::vector<std::vector<float>> results;
+    for (int variant = 0; variant < 4; ++variant) {
+      DecodeProblem<S> problem(c, route);
+      const auto run = [&](const auto& steps) {
+        if (route == LatentRoute::kRebuildKeys) {
+          latent_decode_host<LatentRoute::kRebuildKeys>(problem.params(), problem.host_data(),
+                                                        steps);
+        } else {
+          latent_decode_host<LatentRoute::kProjected>(problem.params(), problem.host_data(), steps);
+        }
+      };
+      if (variant == 0) run(CtaSteps{});
+      if (variant == 1) run(ReversedSteps{});
+      if (variant == 2) run(CtaSteps{32});
+      if (variant == 3) run(ReversedSteps{37});
+      results.push_back(problem.out);
+    }
+    for (std::size_t v = 1; v < results.size(); ++v) {
+      ASSERT_EQ(results[v].size(), results[0].size());
+      for (std::size_t i = 0; i < results[0].size(); ++i) {
+        ASSERT_EQ(detail::float_as_bits(results[v][i]), detail::float_as_bits(results[0][i]))
+            << "variant " << v << ", element " << i;
+      }
+    }
+  }
+}
+
 TEST(LatentDecodeHostLong, Route1At4095Tokens) {
   DecodeCase c;
   c.lens = {4095};

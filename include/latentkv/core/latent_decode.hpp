@@ -685,12 +685,14 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
 /// Runs the decode on the host exactly as the CUDA kernels decompose it (every CTA, its threads
 /// one after the other, then the merge): the reference the GPU is compared with, and a check of
 /// the decomposition without a GPU. `p` holds host pointers; validates like the CUDA wrapper.
-template <LatentRoute R, LatentStorage S>
-void latent_decode_host(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host) {
+/// `steps` runs each CTA step (CtaSteps: threads 0..127 in order); any thread count or order must
+/// give the same bits, since every output element is one thread's fixed loop (tests check it).
+template <LatentRoute R, LatentStorage S, class Steps = CtaSteps>
+void latent_decode_host(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host,
+                        const Steps& steps = Steps{}) {
   check_latent_decode_params<R>(p, host, std::numeric_limits<std::int64_t>::max(),
                                 "latentkv::latent_decode_host");
   std::vector<float> smem(static_cast<std::size_t>(latent_decode_smem_bytes<R>(p)) / sizeof(float));
-  const CtaSteps steps;
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t unit = 0; unit < latent_decode_units<R>(p); ++unit) {
       for (std::int64_t block = 0; block < latent_decode_query_blocks(p); ++block) {
