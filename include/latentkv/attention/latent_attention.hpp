@@ -25,8 +25,10 @@
 // (decode: one query row), each span is also cut into key ranges computed as separate tasks whose
 // unnormalized (acc, max, sum) are merged afterwards (split-KV, DESIGN §7).
 //
-// Storage: latents in fp32 (`float`) or fp16 (`std::uint16_t` holding IEEE binary16 bits,
-// core/half.hpp), widened to fp32 one key block at a time; all arithmetic is fp32.
+// Storage: latents in fp32 (`float`), fp16 (`std::uint16_t` holding IEEE binary16 bits) or bf16
+// (`Bf16`) (core/latent_storage.hpp), widened to fp32 one key block at a time; all arithmetic is
+// fp32. The vocabulary the CUDA kernels share (LatentAttentionParams, storage types, the RoPE
+// table, the causal rule, the online softmax and its merge) lives in core/.
 #pragma once
 
 #include <algorithm>
@@ -41,6 +43,9 @@
 #include "latentkv/core/config.hpp"
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/half.hpp"
+#include "latentkv/core/latent_attention_params.hpp"
+#include "latentkv/core/latent_storage.hpp"
+#include "latentkv/core/online_softmax.hpp"
 #include "latentkv/core/rope.hpp"
 #include "latentkv/linalg/matrix.hpp"
 #include "latentkv/linalg/parallel.hpp"
@@ -52,48 +57,9 @@ inline constexpr Index kLatentQueryBlock = 64;
 /// Cached tokens rebuilt at a time: their keys (kLatentKeyBlock·s·h floats) stay cache-resident.
 inline constexpr Index kLatentKeyBlock = 128;
 
-/// Element types a latent cache stores: fp32 (`float`) or fp16 bits (`std::uint16_t`).
-template <class S>
-concept LatentStorage = std::same_as<S, float> || std::same_as<S, std::uint16_t>;
-
-/// fp16 bits → float, branch-free so a loop over a block vectorizes; equal to
-/// fp16_bits_to_float for every input (tests check all 65536).
-LATENTKV_HOST_DEVICE constexpr float fp16_bits_to_float_fast(std::uint16_t h) noexcept {
-  constexpr std::uint32_t kExponentMask = 0x7c00u << 13;  // fp16 exponent after the shift
-  const std::uint32_t shifted = (static_cast<std::uint32_t>(h) & 0x7fffu) << 13;
-  const std::uint32_t exponent = shifted & kExponentMask;
-  std::uint32_t bits = shifted + ((127u - 15u) << 23);            // rebias
-  bits += exponent == kExponentMask ? ((128u - 16u) << 23) : 0u;  // inf / NaN: exponent 255
-  // Zero / subnormal: m·2^-24 = (2^-14 + m·2^-24) − 2^-14, exact in fp32.
-  const float subnormal =
-      detail::bits_as_float(bits + (1u << 23)) - detail::bits_as_float(113u << 23);
-  bits = exponent == 0u ? detail::float_as_bits(subnormal) : bits;
-  return detail::bits_as_float(bits | ((static_cast<std::uint32_t>(h) & 0x8000u) << 16));
-}
-
-/// A stored latent as fp32.
-template <LatentStorage S>
-LATENTKV_HOST_DEVICE constexpr float latent_to_float(S value) noexcept {
-  if constexpr (std::same_as<S, float>) {
-    return value;
-  } else {
-    return fp16_bits_to_float_fast(value);
-  }
-}
-
-/// fp32 → stored latent (fp16: round to nearest even, overflow → ±inf).
-template <LatentStorage S>
-LATENTKV_HOST_DEVICE constexpr S latent_from_float(float value) noexcept {
-  if constexpr (std::same_as<S, float>) {
-    return value;
-  } else {
-    return float_to_fp16_bits(value);
-  }
-}
-
 /// RoPE cos/sin of positions first_position .. first_position + rows − 1:
-/// (rows, rope_dim), row p = [cos(p·θ_0) .. cos(p·θ_{r/2−1}), sin(p·θ_0) .. sin(p·θ_{r/2−1})],
-/// the same fp32 values rope_rotate_rows uses.
+/// (rows, rope_dim), row p = [cos(p·θ_0) .. cos(p·θ_{r/2−1}), sin(p·θ_0) .. sin(p·θ_{r/2−1})]
+/// (core/rope.hpp's table format, rope_table_row), the same fp32 values rope_rotate_rows uses.
 [[nodiscard]] inline RowMatrix<float> rope_table(Index rows, Index rope_dim, float base,
                                                  Index first_position = 0) {
   if (rows < 0 || rope_dim < 2 || rope_dim % 2 != 0 || first_position < 0) {
@@ -101,90 +67,18 @@ LATENTKV_HOST_DEVICE constexpr S latent_from_float(float value) noexcept {
                                    ", rope_dim = ", rope_dim, ", first_position = ", first_position,
                                    ", expected rows >= 0, an even rope_dim >= 2, position >= 0");
   }
-  const Index half = rope_dim / 2;
   RowMatrix<float> table(rows, rope_dim);
-  for (Index i = 0; i < half; ++i) {
-    const float inverse =
-        rope_inverse_frequency(static_cast<int>(i), static_cast<int>(rope_dim), base);
-    for (Index t = 0; t < rows; ++t) {
-      const RopeCosSin cs = rope_cos_sin(first_position + t, inverse);
-      table(t, i) = cs.cos;
-      table(t, half + i) = cs.sin;
-    }
+  for (Index t = 0; t < rows; ++t) {
+    rope_table_row(table.data() + t * rope_dim, first_position + t, static_cast<int>(rope_dim),
+                   base);
   }
   return table;
 }
-
-/// One head group of one layer for the latent kernel (see the notation block). Trivially
-/// copyable: pointers, extents and row strides (in elements) only, so the same struct can feed a
-/// CUDA kernel.
-template <LatentStorage S>
-struct LatentAttentionParams {
-  const float* queries = nullptr;  // (tokens, s·g·h) rotated queries, row stride = ld_queries
-  const S* latent_k = nullptr;     // C^k: (length, rank_k), row stride = ld_latent_k
-  const float* up_k = nullptr;     // B_k: (rank_k, s·h) pre-RoPE up-projection, stride = ld_up_k
-  const S* latent_v = nullptr;     // C^v: (length, rank_v), row stride = ld_latent_v
-  const float* rope = nullptr;     // (≥ length, rope_dim) rope_table() rows, stride = ld_rope
-  float* out = nullptr;            // (tokens, s·g·rank_v) head-major, row stride = ld_out
-  Index ld_queries = 0;            // ≥ s·g·h
-  Index ld_latent_k = 0;           // ≥ rank_k
-  Index ld_up_k = 0;               // ≥ s·h
-  Index ld_latent_v = 0;           // ≥ rank_v
-  Index ld_rope = 0;               // ≥ rope_dim
-  Index ld_out = 0;                // ≥ s·g·rank_v
-  Index tokens = 0;                // query rows
-  Index length = 0;                // cached keys, ≥ first_position + tokens
-  Index first_position = 0;        // p0: query t is at position p0 + t, sees keys 0 .. p0 + t
-  Index heads_per_group = 0;       // s: KV heads sharing C^k and C^v
-  Index group_size = 0;            // g: query heads per KV head
-  Index head_dim = 0;              // h
-  Index rope_dim = 0;              // rotated channels per head (even, ≤ h)
-  Index rank_k = 0;                // r_k ≥ 1
-  Index rank_v = 0;                // r_v ≥ 1
-  float scale = 0.0f;              // softmax scale, 1/√h for LLaMA
-};
-
-static_assert(std::is_trivially_copyable_v<LatentAttentionParams<float>>);
-static_assert(std::is_trivially_copyable_v<LatentAttentionParams<std::uint16_t>>);
 
 namespace detail {
 
 template <class T>
 using StridedMap = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
-
-/// Throws InvalidArgument when a params struct is inconsistent (names the group index).
-template <LatentStorage S>
-void check_latent_params(const LatentAttentionParams<S>& p, std::size_t group, const char* where) {
-  const auto fail = [&](const auto&... parts) {
-    detail::raise<InvalidArgument>(where, "group ", group, ": ", parts...);
-  };
-  if (p.heads_per_group < 1 || p.group_size < 1 || p.head_dim < 2 || p.rank_k < 1 || p.rank_v < 1) {
-    fail("heads_per_group = ", p.heads_per_group, ", group_size = ", p.group_size,
-         ", head_dim = ", p.head_dim, ", rank_k = ", p.rank_k, ", rank_v = ", p.rank_v,
-         ", expected positive (head_dim >= 2)");
-  }
-  if (p.rope_dim < 2 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim) {
-    fail("rope_dim = ", p.rope_dim, ", expected an even number in 2..", p.head_dim);
-  }
-  if (p.tokens < 0 || p.first_position < 0 || p.length < p.first_position + p.tokens) {
-    fail("first_position = ", p.first_position, " with ", p.tokens,
-         " queries needs >= ", p.first_position + p.tokens,
-         " cached tokens, got length = ", p.length);
-  }
-  if (!std::isfinite(p.scale)) fail("scale = ", p.scale, ", expected finite");
-  const Index heads = p.heads_per_group * p.group_size;
-  const auto stride = [&](const char* name, const void* ptr, Index ld, Index width) {
-    if (ptr == nullptr) fail(name, " is null");
-    if (ld < width) fail("ld of ", name, " = ", ld, ", expected >= ", width);
-  };
-  if (p.tokens == 0) return;
-  stride("queries", p.queries, p.ld_queries, heads * p.head_dim);
-  stride("latent_k", p.latent_k, p.ld_latent_k, p.rank_k);
-  stride("up_k", p.up_k, p.ld_up_k, p.heads_per_group * p.head_dim);
-  stride("latent_v", p.latent_v, p.ld_latent_v, p.rank_v);
-  stride("rope", p.rope, p.ld_rope, p.rope_dim);
-  stride("out", p.out, p.ld_out, heads * p.rank_v);
-}
 
 /// Per-thread scratch of the kernel (reused across tasks).
 struct LatentWorkspace {
@@ -247,16 +141,11 @@ void latent_attention_span(const LatentAttentionParams<S>& p, Index t0, Index ro
     ws.keys.resize(kb, s * h);
     ws.keys.noalias() = latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent) * up_k;
     for (Index u = 0; u < kb; ++u) {
-      const float* cos = p.rope + (k0 + u) * p.ld_rope;
-      const float* sin = cos + half;
+      const float* table_row = p.rope + (k0 + u) * p.ld_rope;
       for (Index e = 0; e < s; ++e) {
-        float* x = ws.keys.data() + u * s * h + e * h;  // rope_rotate_pair on (i, i + r/2)
-        for (Index i = 0; i < half; ++i) {
-          const float a = x[i];
-          const float b = x[i + half];
-          x[i] = a * cos[i] - b * sin[i];
-          x[i + half] = b * cos[i] + a * sin[i];
-        }
+        float* x = ws.keys.data() + u * s * h + e * h;
+        for (Index i = 0; i < half; ++i)
+          rope_rotate_pair_from_table(x[i], x[i + half], table_row, i, half);
       }
     }
     // Scores of every query head against its KV head's keys: (n, kb).
@@ -268,20 +157,19 @@ void latent_attention_span(const LatentAttentionParams<S>& p, Index t0, Index ro
     // Online softmax: rescale what was accumulated when a row's maximum grows.
     const bool masked = k0 + kb - 1 > first_query;  // some key is after some query
     for (Index i = 0; i < n; ++i) {
-      const Index visible = masked ? std::clamp<Index>(first_query + i % rows - k0 + 1, 0, kb) : kb;
+      const Index visible = masked ? causal_visible_keys(first_query + i % rows, k0, kb) : kb;
       auto row = ws.scores.row(i);
       if (visible == 0) {
         row.setZero();
         continue;
       }
-      const float block_max = row.head(visible).maxCoeff();
-      const float new_max = std::max(ws.max(i), block_max);
-      const float correction = std::exp(ws.max(i) - new_max);  // 0 for the first block
-      row.head(visible) = (row.head(visible).array() - new_max).exp().matrix();
+      OnlineSoftmaxState state{ws.max(i), ws.sum(i)};
+      const float correction = online_softmax_rescale(state, row.head(visible).maxCoeff());
+      row.head(visible) = (row.head(visible).array() - state.max).exp().matrix();
       row.tail(kb - visible).setZero();
-      ws.sum(i) = ws.sum(i) * correction + row.head(visible).sum();
-      if (correction != 1.0f) ws.acc.row(i) *= correction;
-      ws.max(i) = new_max;
+      ws.sum(i) = state.sum + row.head(visible).sum();
+      if (correction != 1.0f) ws.acc.row(i) *= correction;  // 0 for the first block
+      ws.max(i) = state.max;
     }
     ws.acc.noalias() +=
         ws.scores * latent_block(p.latent_v, p.ld_latent_v, k0, kb, p.rank_v, ws.values);
@@ -328,7 +216,7 @@ void run_latent_attention(std::span<const LatentAttentionParams<S>> groups, Inde
   Index longest = 0;
   for (std::size_t j = 0; j < groups.size(); ++j) {
     const LatentAttentionParams<S>& p = groups[j];
-    detail::check_latent_params(p, j, kWhere);
+    check_latent_params(p, j, kWhere);
     first_block[j + 1] = first_block[j] + (p.tokens + kLatentQueryBlock - 1) / kLatentQueryBlock;
     const double keys = static_cast<double>(p.first_position + p.tokens);
     const double heads = static_cast<double>(p.heads_per_group * p.group_size);
@@ -407,7 +295,7 @@ void run_latent_attention(std::span<const LatentAttentionParams<S>> groups, Inde
         for (Index q = 0; q < splits; ++q) {
           for (Index i = 0; i < max.size(); ++i) {
             if (part(q).sum(i) == 0.0f) continue;  // no visible key in this range
-            const float w = std::exp(part(q).max(i) - max(i));
+            const float w = split_merge_weight(part(q).max(i), max(i));
             sum(i) += w * part(q).sum(i);
             acc.row(i) += w * part(q).acc.row(i);
           }

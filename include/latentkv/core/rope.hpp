@@ -55,6 +55,27 @@ LATENTKV_HOST_DEVICE inline void rope_rotate_pair(float& a, float& b, RopeCosSin
   b = b0 * cs.cos + a0 * cs.sin;
 }
 
+/// RoPE table format, shared by the CPU kernel and the CUDA kernels: one row of rope_dim floats per
+/// position p, row = [cos(p·θ_0) .. cos(p·θ_{r/2−1}), sin(p·θ_0) .. sin(p·θ_{r/2−1})] (the fp32
+/// values rope_cos_sin gives). Fills `row` (rope_dim floats) for `position`.
+LATENTKV_HOST_DEVICE inline void rope_table_row(float* row, std::int64_t position, int rope_dim,
+                                                float base) noexcept {
+  const int half = rope_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const RopeCosSin cs = rope_cos_sin(position, rope_inverse_frequency(i, rope_dim, base));
+    row[i] = cs.cos;
+    row[half + i] = cs.sin;
+  }
+}
+
+/// Rotates the pair (a, b) = (x_i, x_{i+r/2}) with the cos/sin of pair i from a table row
+/// (see rope_table_row; half = rope_dim / 2).
+LATENTKV_HOST_DEVICE inline void rope_rotate_pair_from_table(float& a, float& b, const float* row,
+                                                             std::int64_t pair,
+                                                             std::int64_t half) noexcept {
+  rope_rotate_pair(a, b, RopeCosSin{row[pair], row[half + pair]});
+}
+
 /// Rotates one head in place: x (head_dim, contiguous; only the first rope_dim channels change)
 /// at `position`. Computes its own cos/sin; loops over many heads at one position should use
 /// rope_cos_sin once per pair and rope_rotate_pair (as rope_rotate_rows does).
