@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # What a GPU machine checks (issue 10), in one command and under 8 minutes on an H100/H200:
-#   1. configures and builds only what the GPU needs: the CUDA tests (latent_attention_cuda_test,
-#      latent_attention_layer_cuda_test, cusolver_factorizer_test) and the CUDA benchmark (latent_attention_cuda_bench), for the
+#   1. configures and builds only what the GPU needs: the CUDA tests (cuda_tests: the kernels,
+#      the layer, the cuSOLVER factorizer) and the CUDA benchmark (latent_attention_cuda_bench), for the
 #      GPU's own architecture (nvidia-smi; sm_90 when none is visible); no Google Benchmark needed;
 #   2. runs the `cuda` ctest label (kernels and the layer against the CPU kernel; the cuSOLVER
 #      factorizer against Eigen);
@@ -62,8 +62,7 @@ grep -q "latentkv: CUDA ON" "$build_dir.configure.log" ||
   { echo "gpu-check: CMake did not enable CUDA (see $build_dir.configure.log)" >&2; exit 1; }
 
 echo "== build (CUDA tests + CUDA benchmark, $jobs jobs)"
-cmake --build "$build_dir" -j "$jobs" --target latent_attention_cuda_test \
-  latent_attention_layer_cuda_test cusolver_factorizer_test \
+cmake --build "$build_dir" -j "$jobs" --target cuda_tests \
   latent_attention_cuda_bench
 echo "   built in $((SECONDS - start)) s"
 if [ "$build_only" = 1 ]; then
