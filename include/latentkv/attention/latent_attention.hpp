@@ -26,7 +26,9 @@
 // unnormalized (acc, max, sum) are merged afterwards (split-KV, DESIGN §7).
 //
 // Storage: latents in fp32 (`float`) or fp16 (`std::uint16_t` holding IEEE binary16 bits,
-// core/half.hpp), widened to fp32 one key block at a time; all arithmetic is fp32.
+// core/half.hpp), widened to fp32 one key block at a time, or quantized codes (a
+// LatentBlockDecoder, quant/latent_codec.hpp) decoded one key block at a time into the same fp32
+// scratch; all arithmetic is fp32.
 #pragma once
 
 #include <algorithm>
@@ -52,9 +54,21 @@ inline constexpr Index kLatentQueryBlock = 64;
 /// Cached tokens rebuilt at a time: their keys (kLatentKeyBlock·s·h floats) stay cache-resident.
 inline constexpr Index kLatentKeyBlock = 128;
 
-/// Element types a latent cache stores: fp32 (`float`) or fp16 bits (`std::uint16_t`).
+/// A codec's view of one group's stored latents (quant/latent_codec.hpp: QuantizedLatentView):
+/// trivially copyable, decodes tokens [k0, k0 + kb) into fp32 rows out: (kb, width), stride width.
+/// The kernel's latent pointer then points at one view per group (its ld = rank, unused).
 template <class S>
-concept LatentStorage = std::same_as<S, float> || std::same_as<S, std::uint16_t>;
+concept LatentBlockDecoder = std::is_trivially_copyable_v<S> &&
+    requires(const S& s, Index k0, Index kb, float* out) {
+  { s.decode_rows(k0, kb, out) }
+  noexcept;
+};
+
+/// Element types a latent cache stores: fp32 (`float`), fp16 bits (`std::uint16_t`), or a
+/// codec's block decoder (quantized latents).
+template <class S>
+concept LatentStorage =
+    std::same_as<S, float> || std::same_as<S, std::uint16_t> || LatentBlockDecoder<S>;
 
 /// fp16 bits → float, branch-free so a loop over a block vectorizes; equal to
 /// fp16_bits_to_float for every input (tests check all 65536).
@@ -198,13 +212,17 @@ struct LatentWorkspace {
   Vector<float> sum;         // (s·g·rows) running Σ exp(score − max)
 };
 
-/// Rows [k0, k0 + kb) of a latent matrix as fp32: a view of the storage (float) or widened into
-/// `buffer` (fp16).
+/// Rows [k0, k0 + kb) of a latent matrix as fp32: a view of the storage (float), widened into
+/// `buffer` (fp16) or decoded into it (a LatentBlockDecoder: `data` is the group's view).
 template <LatentStorage S>
 StridedMap<float> latent_block(const S* data, Index ld, Index k0, Index kb, Index rank,
                                RowMatrix<float>& buffer) {
   if constexpr (std::same_as<S, float>) {
     return StridedMap<float>(data + k0 * ld, kb, rank, Eigen::OuterStride<>(ld));
+  } else if constexpr (LatentBlockDecoder<S>) {
+    buffer.resize(kb, rank);
+    data->decode_rows(k0, kb, buffer.data());
+    return StridedMap<float>(buffer.data(), kb, rank, Eigen::OuterStride<>(rank));
   } else {
     buffer.resize(kb, rank);
     for (Index t = 0; t < kb; ++t) {
