@@ -256,7 +256,7 @@ TEST_F(LatentKvCacheTest, QuantizedFullRankStaysCloseToFp32) {
       const double int8 = error(quant_config(8, axis, rotate));
       const double int4 = error(quant_config(4, axis, rotate));
       const double int2 = error(quant_config(2, axis, rotate));
-      EXPECT_LT(int8, 1e-2) << rotate;
+      EXPECT_LT(int8, 2e-2) << rotate;  // groups of 8 on a random model: max over all logits
       EXPECT_GT(int8, 1e-6) << rotate;  // it does quantize
       EXPECT_LT(int8, int4) << rotate;
       EXPECT_LT(int4, int2) << rotate;
@@ -267,27 +267,38 @@ TEST_F(LatentKvCacheTest, QuantizedFullRankStaysCloseToFp32) {
 }
 
 TEST_F(LatentKvCacheTest, QuantizedChunkedPrefillAndResetEqualOnePass) {
+  // Per token (with fp16 sinks): every token's codes depend on that token alone, so chunks give
+  // the logits of one pass. Per channel: the codes stored are the same, but the logits are not
+  // (in one pass a query sees its group's codes; in chunks it saw those keys in the fp16 window).
   const CompressedModel compressed =
       testing::latent_factors(weights(), JointGrouping{}, 12, 9, std::vector<Index>{1});
-  const LatentQuantConfig q = quant_config(4, QuantAxis::kPerChannel, true, QuantGrid::kUniform, 2);
-  QuantizedLatentKvCache one(weights(), compressed, q);
-  const RowMatrix<float> once = model_.forward(tokens_, one);
   const auto n = static_cast<Index>(tokens_.size());
-  for (const Index chunk : {1, 5, 16}) {
-    QuantizedLatentKvCache cache(weights(), compressed, q);
-    (void)model_.forward(std::span<const std::int32_t>(tokens_).first(7), cache);
-    cache.reset();
-    RowMatrix<float> pieces(once.rows(), once.cols());
-    for (Index start = 0; start < n; start += chunk) {
-      const Index rows = std::min(chunk, n - start);
-      pieces.middleRows(start, rows) =
-          model_.forward(std::span<const std::int32_t>(tokens_).subspan(
-                             static_cast<std::size_t>(start), static_cast<std::size_t>(rows)),
-                         cache);
+  for (const QuantAxis axis : {QuantAxis::kPerToken, QuantAxis::kPerChannel}) {
+    const LatentQuantConfig q = quant_config(4, axis, true, QuantGrid::kUniform, 2);
+    QuantizedLatentKvCache one(weights(), compressed, q);
+    const RowMatrix<float> once = model_.forward(tokens_, one);
+    for (const Index chunk : {1, 5, 16}) {
+      QuantizedLatentKvCache cache(weights(), compressed, q);
+      (void)model_.forward(std::span<const std::int32_t>(tokens_).first(7), cache);
+      cache.reset();
+      RowMatrix<float> pieces(once.rows(), once.cols());
+      for (Index start = 0; start < n; start += chunk) {
+        const Index rows = std::min(chunk, n - start);
+        pieces.middleRows(start, rows) =
+            model_.forward(std::span<const std::int32_t>(tokens_).subspan(
+                               static_cast<std::size_t>(start), static_cast<std::size_t>(rows)),
+                           cache);
+      }
+      if (axis == QuantAxis::kPerToken) {
+        EXPECT_LT(relative_max_error(pieces, once), 1e-5) << chunk;
+      } else {
+        EXPECT_GT(relative_max_error(pieces, once), 1e-4) << chunk;
+      }
+      EXPECT_EQ(cache.length(0), n);
+      EXPECT_EQ(cache.quantized_k(0, 0).length(), n);
+      EXPECT_EQ(cache.quantized_k(0, 0).decode(), one.quantized_k(0, 0).decode()) << chunk;
+      EXPECT_EQ(cache.quantized_v(0, 0).decode(), one.quantized_v(0, 0).decode()) << chunk;
     }
-    EXPECT_LT(relative_max_error(pieces, once), 1e-5) << chunk;
-    EXPECT_EQ(cache.length(0), n);
-    EXPECT_EQ(cache.quantized_k(0, 0).length(), n);
   }
 }
 
