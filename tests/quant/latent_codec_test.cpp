@@ -4,8 +4,9 @@
 // quant/latent_codec.hpp: the Gaussian Lloyd-Max levels (published values), round-trip error
 // bounds of the uniform grid per bit width, bit packing (a known byte), short groups at a row's
 // edge, the per-channel window and fp16 sinks, bytes per token (formula = bytes actually held),
-// Lloyd-Max against uniform on Gaussian data, the kernel decoding codes block by block equal to
-// the kernel on the decoded fp32 latents, and rejected codecs (naming the field).
+// Lloyd-Max against uniform on Gaussian data (wins at 2-3 bits, not 4), the kernel decoding codes
+// block by block equal to the kernel on the decoded fp32 latents, and rejected codecs (naming the
+// field).
 #include "latentkv/quant/latent_codec.hpp"
 
 #include <gtest/gtest.h>
@@ -210,7 +211,11 @@ TEST(LatentCodec, BytesPerTokenCountsEveryByte) {
   }
 }
 
-TEST(LatentCodec, LloydMaxBeatsUniformOnGaussianLatentsAtFewBits) {
+TEST(LatentCodec, LloydMaxBeatsUniformOnGaussianLatentsAtTwoAndThreeBitsNotFour) {
+  // Groups of 64 Gaussian numbers, the same 4 bytes per group: at 2 and 3 bits the Gaussian
+  // levels win clearly; at 4 bits the min/max grid of 64 samples (about ±2.4σ in 15 steps) is
+  // finer than Lloyd-Max's levels scaled by the group's RMS, and wins (as on SmolLM2,
+  // quantized.md).
   const RowMatrix<float> x = gaussian(256, 128, 6);
   for (const int bits : {2, 3, 4}) {
     const auto mse = [&](QuantGrid grid) {
@@ -218,7 +223,11 @@ TEST(LatentCodec, LloydMaxBeatsUniformOnGaussianLatentsAtFewBits) {
     };
     const double uniform = mse(QuantGrid::kUniform);
     const double lloyd = mse(QuantGrid::kLloydMax);
-    EXPECT_LT(lloyd, 0.9 * uniform) << bits << " bits";
+    if (bits < 4) {
+      EXPECT_LT(lloyd, 0.9 * uniform) << bits << " bits";
+    } else {
+      EXPECT_GT(lloyd, uniform) << bits << " bits";
+    }
   }
 }
 
