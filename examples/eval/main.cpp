@@ -3,15 +3,23 @@
 //
 // latentkv-eval: perplexity of a GGUF checkpoint by the protocol of DESIGN §10, dense or through
 // the latent KV cache of a compressed checkpoint (latentkv-compress, docs/FORMAT.md).
-//   latentkv-eval --model M.gguf [--compressed C.safetensors [--budget B] [--cache-dtype f32|f16]]
+//   latentkv-eval --model M.gguf [--compressed C.safetensors [--budget B] [--cache-dtype D]]
 //                 [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
+//   --cache-dtype D: f32 | f16 | int8 | int4 | int3 | int2 (uniform asymmetric, fp16 scale and
+//         zero per group) | lm4 | lm3 | lm2 (Gaussian Lloyd-Max levels, fp16 mean and RMS per
+//         group); quantized latents (quant/latent_codec.hpp) take
+//         --quant-group G (64)  --key-axis token|channel (token)  --value-axis token|channel
+//         (token)  --value-dtype D (the values' own codec; default: as --cache-dtype)
+//         --rotate on|off (on: Walsh–Hadamard rotation folded into the factors)  --sinks N (0)
+//         --bytes-context T (4096: the context sinks and windows are counted at)
 //   --budget B < C's own: re-planned by C's schedule on C's spectra and applied by truncation
 //         (compress/elastic.hpp); a search plan re-runs its search on C's factors, from C's plan
 //   text  (default $LATENTKV_WIKITEXT, else the shared WikiText-2 test split) tokenized as one
 //         string, no BOS → chunks of ctx tokens (short tail dropped) → each chunk from an empty
 //         KV cache → PPL = exp(mean NLL of the ctx − 1 predictions per chunk)
 // Progress goes to stderr; the result table (PPL, mean NLL, ctx, chunks, tokens, tokens/s, KV
-// bytes per token) to stdout. Exit status 1 with "latentkv-eval: error: ..." on bad input.
+// bytes per token, bits per cached number, KV vs the dense fp16 cache) to stdout. Exit status 1
+// with "latentkv-eval: error: ..." on bad input.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
@@ -23,6 +31,7 @@
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
@@ -55,6 +64,14 @@ struct Options {
   fs::path compressed;
   double budget = 0.0;  // 0: the compressed checkpoint's own
   std::string cache_dtype = "f32";
+  std::string value_dtype;  // empty: as cache_dtype (quantized only)
+  Index quant_group = 64;
+  std::string key_axis = "token";
+  std::string value_axis = "token";
+  std::string rotate = "on";
+  Index sinks = 0;
+  Index bytes_context = 4096;
+  bool quant_options = false;  // any of the quantization options was given
   fs::path text;
   Index ctx = 1024;
   Index chunks = 4;
@@ -76,6 +93,52 @@ latentkv::PerplexityResult evaluate(const latentkv::LlamaModel& model, Cache& ca
                      static_cast<long>(chunk + 1), static_cast<long>(chunks), nll,
                      std::exp(total / static_cast<double>(chunk + 1)), seconds);
       });
+}
+
+/// Whether --cache-dtype names a quantized codec.
+bool quantized_dtype(const std::string& dtype) { return dtype != "f32" && dtype != "f16"; }
+
+/// One side's codec from its dtype name ("int4", "lm3", ...) and the shared options.
+lk::LatentCodec codec_from(const std::string& dtype, const std::string& axis, const Options& o,
+                           const char* option) {
+  lk::LatentCodec c;
+  c.grid = dtype.starts_with("lm") ? lk::QuantGrid::kLloydMax : lk::QuantGrid::kUniform;
+  c.bits = std::stoi(dtype.substr(dtype.starts_with("lm") ? 2 : 3));
+  c.axis = axis == "channel" ? lk::QuantAxis::kPerChannel : lk::QuantAxis::kPerToken;
+  c.group_size = o.quant_group;
+  c.sinks = o.sinks;
+  try {
+    c.validate("codec");
+  } catch (const lk::InvalidArgument& e) {
+    usage_error(option, " ", dtype, ": ", e.what());
+  }
+  return c;
+}
+
+/// The quantization of --cache-dtype and its options (checked, errors naming the option).
+lk::LatentQuantConfig quant_config(const Options& o) {
+  if (o.quant_group < 8 || o.quant_group > 4096) {
+    usage_error("--quant-group = ", o.quant_group,
+                ", expected 8..4096 (numbers sharing one fp16 scale and zero)");
+  }
+  if (o.sinks < 0 || o.sinks > 4096) usage_error("--sinks = ", o.sinks, ", expected 0..4096");
+  if (o.bytes_context < 1) usage_error("--bytes-context = ", o.bytes_context, ", expected >= 1");
+  lk::LatentQuantConfig q;
+  q.key = codec_from(o.cache_dtype, o.key_axis, o, "--cache-dtype");
+  q.value = codec_from(o.value_dtype.empty() ? o.cache_dtype : o.value_dtype, o.value_axis, o,
+                       o.value_dtype.empty() ? "--cache-dtype" : "--value-dtype");
+  q.rotate = o.rotate == "on";
+  return q;
+}
+
+/// "int4 g64 K:token V:token rot" — the codec in a cache name.
+std::string quant_name(const Options& o) {
+  const std::string value = o.value_dtype.empty() ? o.cache_dtype : o.value_dtype;
+  std::string name = o.cache_dtype == value ? o.cache_dtype : "K " + o.cache_dtype + " V " + value;
+  name += " g" + std::to_string(o.quant_group) + " K:" + o.key_axis + " V:" + o.value_axis;
+  name += o.rotate == "on" ? " rotated" : " unrotated";
+  if (o.sinks > 0) name += " sinks " + std::to_string(o.sinks);
+  return name;
 }
 
 void print_row(const char* name, const std::string& value) {
@@ -155,6 +218,25 @@ int run(const Options& o) {
     usage_error("--budget needs --compressed (a dense model has no budget to change)");
   }
   if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
+  const bool quantized = quantized_dtype(o.cache_dtype);
+  if (quantized && o.compressed.empty()) {
+    usage_error("--cache-dtype ", o.cache_dtype,
+                " needs --compressed (the dense cache stores fp32 K and V)");
+  }
+  if (!quantized && (o.quant_options || !o.value_dtype.empty())) {
+    usage_error(
+        "--quant-group, --key-axis, --value-axis, --value-dtype, --rotate, --sinks and "
+        "--bytes-context need a quantized --cache-dtype (int8|int4|int3|int2|lm4|lm3|lm2), "
+        "got ",
+        o.cache_dtype);
+  }
+  if (!o.value_dtype.empty() && !quantized_dtype(o.value_dtype)) {
+    usage_error("--value-dtype = ", o.value_dtype,
+                ", expected a quantized dtype "
+                "(int8|int4|int3|int2|lm4|lm3|lm2)");
+  }
+  std::optional<lk::LatentQuantConfig> quant;
+  if (quantized) quant = quant_config(o);
   if (o.threads > 0) latentkv::set_threads(o.threads);
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -191,24 +273,36 @@ int run(const Options& o) {
   latentkv::PerplexityResult r;
   std::string cache_name = "dense fp32";
   double budget = 1.0;
+  double bytes_per_token = 0.0;  // exact (quantized: at --bytes-context)
+  Index numbers_per_token = 2 * c.num_layers * c.kv_dim();
   if (o.compressed.empty()) {
     latentkv::DenseKvCache cache(model.weights(), o.ctx);
     r = evaluate(model, cache, ids, options, chunks);
   } else {
     const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
     budget = compressed.plan.budget();
-    cache_name = "latent " + o.cache_dtype + " (" + compressed.grouping + ", " +
-                 compressed.plan.schedule + ", budget " + format("%.4f", compressed.plan.budget()) +
-                 ")";
-    if (o.cache_dtype == "f16") {
+    cache_name = "latent " + (quant ? quant_name(o) : o.cache_dtype) + " (" + compressed.grouping +
+                 ", " + compressed.plan.schedule + ", budget " +
+                 format("%.4f", compressed.plan.budget()) + ")";
+    if (quant) {
+      lk::QuantizedLatentKvCache cache(model.weights(), compressed, *quant, o.ctx);
+      r = evaluate(model, cache, ids, options, chunks);
+      bytes_per_token = cache.bytes_per_token_at(o.bytes_context);
+      numbers_per_token = cache.numbers_per_token();
+    } else if (o.cache_dtype == "f16") {
       lk::LatentKvCache<std::uint16_t> cache(model.weights(), compressed, o.ctx);
       r = evaluate(model, cache, ids, options, chunks);
+      numbers_per_token = cache.numbers_per_token();
     } else {
       lk::LatentKvCache<float> cache(model.weights(), compressed, o.ctx);
       r = evaluate(model, cache, ids, options, chunks);
+      numbers_per_token = cache.numbers_per_token();
     }
   }
+  if (!quant) bytes_per_token = static_cast<double>(r.kv_bytes_per_token);
   const std::int64_t dense_bytes = 2 * c.num_layers * c.kv_dim() * 4;
+  const double dense_fp16_bytes = 2.0 * static_cast<double>(c.num_layers * c.kv_dim()) * 2.0;
+  const double bits_per_number = 8.0 * bytes_per_token / static_cast<double>(numbers_per_token);
 
   std::printf("\n%s: %s, %s KV cache, %d threads\n\n", kTool, o.model.filename().c_str(),
               cache_name.c_str(), latentkv::max_threads());
@@ -221,9 +315,12 @@ int run(const Options& o) {
   print_row("tokens", std::to_string(r.tokens));
   print_row("seconds", format("%.1f", r.seconds));
   print_row("tokens/s", format("%.1f", r.tokens_per_second()));
-  print_row("KV bytes per token", std::to_string(r.kv_bytes_per_token));
-  print_row("KV vs dense fp32", format("%.4f", static_cast<double>(r.kv_bytes_per_token) /
-                                                   static_cast<double>(dense_bytes)));
+  print_row("KV bytes per token",
+            quant ? format("%.2f (at %ld)", bytes_per_token, static_cast<long>(o.bytes_context))
+                  : std::to_string(r.kv_bytes_per_token));
+  print_row("bits per cached number", format("%.3f", bits_per_number));
+  print_row("KV vs dense fp32", format("%.4f", bytes_per_token / static_cast<double>(dense_bytes)));
+  print_row("KV vs dense fp16", format("%.4f", bytes_per_token / dense_fp16_bytes));
   if (!o.json.empty()) {
     nlohmann::json j;
     j["model"] = o.model.filename().string();
@@ -239,6 +336,21 @@ int run(const Options& o) {
     j["tokens_per_second"] = r.tokens_per_second();
     j["kv_bytes_per_token"] = r.kv_bytes_per_token;
     j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
+    j["kv_bytes_per_token_exact"] = bytes_per_token;
+    j["kv_vs_dense_fp16"] = bytes_per_token / dense_fp16_bytes;
+    j["bits_per_number"] = bits_per_number;
+    j["numbers_per_token"] = numbers_per_token;
+    j["cache_dtype"] = o.compressed.empty() ? "f32" : o.cache_dtype;
+    if (quant) {
+      j["quant"] = {{"key_dtype", o.cache_dtype},
+                    {"value_dtype", o.value_dtype.empty() ? o.cache_dtype : o.value_dtype},
+                    {"group_size", o.quant_group},
+                    {"key_axis", o.key_axis},
+                    {"value_axis", o.value_axis},
+                    {"rotate", quant->rotate},
+                    {"sinks", o.sinks},
+                    {"bytes_context", o.bytes_context}};
+    }
     j["budget"] = budget;
     write_text_atomically(o.json, j.dump(2) + "\n", "latentkv-eval: --json");
   }
@@ -268,10 +380,36 @@ int main(int argc, char** argv) {
   app.add_option("--budget", o.budget,
                  "with --compressed: a smaller budget than the file's, re-planned and truncated");
   app.add_option("--json", o.json, "also write the result as JSON to this file");
-  app.add_option("--cache-dtype", o.cache_dtype, "with --compressed: latent storage f32|f16")
+  const std::vector<std::string> dtypes = {"f32",  "f16", "int8", "int4", "int3",
+                                           "int2", "lm4", "lm3",  "lm2"};
+  app.add_option("--cache-dtype", o.cache_dtype,
+                 "with --compressed: latent storage f32|f16, or quantized int8|int4|int3|int2 "
+                 "(uniform) or lm4|lm3|lm2 (Gaussian Lloyd-Max)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16"}));
+      ->check(CLI::IsMember(dtypes));
+  app.add_option("--value-dtype", o.value_dtype,
+                 "quantized values' own codec (default: as --cache-dtype)")
+      ->check(CLI::IsMember(dtypes));
+  std::vector<CLI::Option*> quant_options = {
+      app.add_option("--quant-group", o.quant_group, "numbers per fp16 scale and zero (8..4096)")
+          ->capture_default_str(),
+      app.add_option("--key-axis", o.key_axis,
+                     "key groups along a token's channels or a "
+                     "channel's tokens (KIVI)")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"token", "channel"})),
+      app.add_option("--value-axis", o.value_axis, "value groups: token|channel")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"token", "channel"})),
+      app.add_option("--rotate", o.rotate, "Walsh–Hadamard rotation of the latents: on|off")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"on", "off"})),
+      app.add_option("--sinks", o.sinks, "first tokens kept fp16")->capture_default_str(),
+      app.add_option("--bytes-context", o.bytes_context,
+                     "context length at which sinks and fp16 windows are counted")
+          ->capture_default_str()};
   CLI11_PARSE(app, argc, argv);
+  for (const CLI::Option* option : quant_options) o.quant_options |= option->count() > 0;
   try {
     return run(o);
   } catch (const std::exception& e) {

@@ -39,6 +39,8 @@
 #include "latentkv/model/llama_model.hpp"
 #include "latentkv/model/llama_weights.hpp"
 #include "latentkv/model/model_config.hpp"
+#include "latentkv/quant/hadamard.hpp"
+#include "latentkv/quant/latent_codec.hpp"
 #include "latentkv/schedule/energy_rank_schedule.hpp"
 #include "latentkv/schedule/greedy_search_rank_schedule.hpp"
 #include "latentkv/schedule/progressive_rank_schedule.hpp"

@@ -8,7 +8,10 @@
 //   - at any rank it equals DenseKvCache on the low-rank weights (W_k ← A_k·B_k, W_v ← A_v·B_v),
 //     also with a dense (compressed == false) layer mixed in;
 //   - chunked prefill and decode steps equal one pass; reset; stored latents; sizes; every
-//     construction and call error.
+//     construction and call error;
+//   - quantized latents (QuantizedLatentKvCache): int8 at full rank stays close to fp32 (with and
+//     without the rotation), fewer bits drift further, chunking and reset, the rotated codes it
+//     stores, bytes per token, rejected codecs.
 #include "latentkv/cache/latent_kv_cache.hpp"
 
 #include <gtest/gtest.h>
@@ -229,6 +232,123 @@ TEST_F(LatentKvCacheTest, ReportsSizes) {
   EXPECT_EQ(LatentKvCache<float>(weights(), mixed).num_layers(), 2);
   // The dense cache for comparison: 2·L·n_kv·h·4.
   EXPECT_EQ(DenseKvCache(weights()).bytes_per_token(), 2 * 2 * 16 * 4);
+}
+
+LatentQuantConfig quant_config(int bits, QuantAxis key_axis, bool rotate,
+                               QuantGrid grid = QuantGrid::kUniform, Index sinks = 0) {
+  LatentQuantConfig q;
+  q.key = {bits, grid, key_axis, 8, sinks};
+  q.value = {bits, grid, QuantAxis::kPerToken, 8, sinks};
+  q.rotate = rotate;
+  return q;
+}
+
+TEST_F(LatentKvCacheTest, QuantizedFullRankStaysCloseToFp32) {
+  static_assert(KvCache<QuantizedLatentKvCache>);
+  const CompressedModel joint = testing::latent_factors(weights(), JointGrouping{}, 16, 16);
+  const RowMatrix<float> want = latent_logits<float>(joint);
+  const auto error = [&](const LatentQuantConfig& q) {
+    QuantizedLatentKvCache cache(weights(), joint, q);
+    return relative_max_error(model_.forward(tokens_, cache), want);
+  };
+  for (const bool rotate : {false, true}) {
+    for (const QuantAxis axis : {QuantAxis::kPerToken, QuantAxis::kPerChannel}) {
+      const double int8 = error(quant_config(8, axis, rotate));
+      const double int4 = error(quant_config(4, axis, rotate));
+      const double int2 = error(quant_config(2, axis, rotate));
+      EXPECT_LT(int8, 2e-2) << rotate;  // groups of 8 on a random model: max over all logits
+      EXPECT_GT(int8, 1e-6) << rotate;  // it does quantize
+      EXPECT_LT(int8, int4) << rotate;
+      EXPECT_LT(int4, int2) << rotate;
+      EXPECT_LT(int4, 0.2) << rotate;
+    }
+  }
+  EXPECT_LT(error(quant_config(4, QuantAxis::kPerToken, true, QuantGrid::kLloydMax)), 0.2);
+}
+
+TEST_F(LatentKvCacheTest, QuantizedChunkedPrefillAndResetEqualOnePass) {
+  // Per token (with fp16 sinks): every token's codes depend on that token alone, so chunks give
+  // the logits of one pass. Per channel: the codes stored are the same, but the logits are not
+  // (in one pass a query sees its group's codes; in chunks it saw those keys in the fp16 window).
+  const CompressedModel compressed =
+      testing::latent_factors(weights(), JointGrouping{}, 12, 9, std::vector<Index>{1});
+  const auto n = static_cast<Index>(tokens_.size());
+  for (const QuantAxis axis : {QuantAxis::kPerToken, QuantAxis::kPerChannel}) {
+    const LatentQuantConfig q = quant_config(4, axis, true, QuantGrid::kUniform, 2);
+    QuantizedLatentKvCache one(weights(), compressed, q);
+    const RowMatrix<float> once = model_.forward(tokens_, one);
+    for (const Index chunk : {1, 5, 16}) {
+      QuantizedLatentKvCache cache(weights(), compressed, q);
+      (void)model_.forward(std::span<const std::int32_t>(tokens_).first(7), cache);
+      cache.reset();
+      RowMatrix<float> pieces(once.rows(), once.cols());
+      for (Index start = 0; start < n; start += chunk) {
+        const Index rows = std::min(chunk, n - start);
+        pieces.middleRows(start, rows) =
+            model_.forward(std::span<const std::int32_t>(tokens_).subspan(
+                               static_cast<std::size_t>(start), static_cast<std::size_t>(rows)),
+                           cache);
+      }
+      if (axis == QuantAxis::kPerToken) {
+        EXPECT_LT(relative_max_error(pieces, once), 1e-5) << chunk;
+      } else {
+        EXPECT_GT(relative_max_error(pieces, once), 1e-4) << chunk;
+      }
+      EXPECT_EQ(cache.length(0), n);
+      EXPECT_EQ(cache.quantized_k(0, 0).length(), n);
+      EXPECT_EQ(cache.quantized_k(0, 0).decode(), one.quantized_k(0, 0).decode()) << chunk;
+      EXPECT_EQ(cache.quantized_v(0, 0).decode(), one.quantized_v(0, 0).decode()) << chunk;
+    }
+  }
+}
+
+TEST_F(LatentKvCacheTest, QuantizedStoresCodesOfTheRotatedLatents) {
+  const CompressedModel compressed = testing::latent_factors(weights(), PerHeadGrouping{}, 8, 6);
+  std::mt19937_64 engine(3);
+  const RowMatrix<float> x = testing::random_matrix(9, config().d_model, 1.0, engine);
+  for (const bool rotate : {false, true}) {
+    QuantizedLatentKvCache cache(weights(), compressed,
+                                 quant_config(8, QuantAxis::kPerToken, rotate));
+    (void)cache.attend(0, x, 0);
+    const LatentKeyGroup& k = cache.factors().layers[0].k[1];
+    const RowMatrix<float> down =
+        rotate ? RowMatrix<float>(compressed.layers[0].k[1].down * hadamard_rotation(8))
+               : compressed.layers[0].k[1].down;
+    EXPECT_LT((k.down - down).cwiseAbs().maxCoeff(), 1e-5f);
+    const RowMatrix<float> want = x * down;
+    const RowMatrix<float> got = cache.quantized_k(0, 1).decode();
+    ASSERT_EQ(got.rows(), 9);
+    EXPECT_LT((got - want).cwiseAbs().maxCoeff(), 0.01f * want.cwiseAbs().maxCoeff());
+    EXPECT_EQ(cache.quantized_v(0, 0).width(), 6);
+  }
+  QuantizedLatentKvCache cache(weights(), compressed, quant_config(8, QuantAxis::kPerToken, true));
+  expect_invalid([&] { (void)cache.quantized_k(0, 2); }, "group = 2, expected 0..1");
+}
+
+TEST_F(LatentKvCacheTest, QuantizedReportsBytesOfEveryScaleAndSink) {
+  const CompressedModel mixed =
+      testing::latent_factors(weights(), PerHeadGrouping{}, 8, 6, std::vector<Index>{1});
+  LatentQuantConfig q = quant_config(4, QuantAxis::kPerChannel, true, QuantGrid::kUniform, 4);
+  q.value.bits = 8;
+  const QuantizedLatentKvCache cache(weights(), mixed, q);
+  const double want = 2 * latent_bytes_per_token(8, q.key, 4096) +
+                      2 * latent_bytes_per_token(6, q.value, 4096) + 2 * 16 * 4;
+  EXPECT_DOUBLE_EQ(cache.bytes_per_token_at(4096), want);
+  EXPECT_EQ(cache.bytes_per_token(), std::llround(want));
+  EXPECT_GT(cache.bytes_per_token_at(64), cache.bytes_per_token_at(4096));  // sinks, window weigh
+  EXPECT_EQ(cache.numbers_per_token(), 2 * (8 + 6) + 2 * 16);
+}
+
+TEST_F(LatentKvCacheTest, QuantizedRejectsUnsupportedCodecs) {
+  const CompressedModel joint = testing::latent_factors(weights(), JointGrouping{}, 8, 8);
+  LatentQuantConfig q = quant_config(4, QuantAxis::kPerToken, true);
+  q.key.bits = 5;
+  expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },
+                 "key codec: bits = 5, expected 2, 3, 4 or 8");
+  q = quant_config(4, QuantAxis::kPerToken, true);
+  q.value.group_size = 4;
+  expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },
+                 "value codec: group_size = 4");
 }
 
 TEST_F(LatentKvCacheTest, RejectsBadCalls) {

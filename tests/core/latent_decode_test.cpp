@@ -31,7 +31,7 @@ using test::DecodeCase;
 using test::DecodeProblem;
 using ::testing::HasSubstr;
 
-TEST(LatentStorage, Bf16RoundTripsAndRounds) {
+TEST(LatentElement, Bf16RoundTripsAndRounds) {
   EXPECT_EQ(latent_to_float(Bf16{0x3f80}), 1.0f);
   EXPECT_EQ(latent_from_float<Bf16>(1.0f).bits, 0x3f80);
   EXPECT_EQ(latent_from_float<Bf16>(1.00390625f).bits, 0x3f80);  // tie → even

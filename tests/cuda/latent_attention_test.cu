@@ -42,7 +42,7 @@ DeviceBuffer<T> upload(const std::vector<T>& host) {
 }
 
 /// The problem's buffers on the device, and params pointing at them.
-template <LatentStorage S>
+template <LatentElement S>
 struct OnDevice {
   DeviceBuffer<S> latent_k, latent_v;
   DeviceBuffer<float> queries, up_k, rope, out, workspace;

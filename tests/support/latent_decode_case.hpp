@@ -39,7 +39,7 @@ struct DecodeCase {
   std::uint32_t seed = 11;
 };
 
-template <LatentStorage S>
+template <LatentElement S>
 struct DecodeProblem {
   DecodeCase c;
   LatentRoute route;

@@ -26,9 +26,11 @@
 // unnormalized (acc, max, sum) are merged afterwards (split-KV, DESIGN §7).
 //
 // Storage: latents in fp32 (`float`), fp16 (`std::uint16_t` holding IEEE binary16 bits) or bf16
-// (`Bf16`) (core/latent_storage.hpp), widened to fp32 one key block at a time; all arithmetic is
-// fp32. The vocabulary the CUDA kernels share (LatentAttentionParams, storage types, the RoPE
-// table, the causal rule, the online softmax and its merge) lives in core/.
+// (`Bf16`) (core/latent_storage.hpp), widened to fp32 one key block at a time, or quantized codes
+// (a LatentBlockDecoder, quant/latent_codec.hpp) decoded one key block at a time into the same
+// fp32 scratch; all arithmetic is fp32. The vocabulary the CUDA kernels share
+// (LatentAttentionParams, storage types, the RoPE table, the causal rule, the online softmax and
+// its merge) lives in core/.
 #pragma once
 
 #include <algorithm>
@@ -92,13 +94,17 @@ struct LatentWorkspace {
   Vector<float> sum;         // (s·g·rows) running Σ exp(score − max)
 };
 
-/// Rows [k0, k0 + kb) of a latent matrix as fp32: a view of the storage (float) or widened into
-/// `buffer` (fp16).
+/// Rows [k0, k0 + kb) of a latent matrix as fp32: a view of the storage (float), widened into
+/// `buffer` (fp16) or decoded into it (a LatentBlockDecoder: `data` is the group's view).
 template <LatentStorage S>
 StridedMap<float> latent_block(const S* data, Index ld, Index k0, Index kb, Index rank,
                                RowMatrix<float>& buffer) {
   if constexpr (std::same_as<S, float>) {
     return StridedMap<float>(data + k0 * ld, kb, rank, Eigen::OuterStride<>(ld));
+  } else if constexpr (LatentBlockDecoder<S>) {
+    buffer.resize(kb, rank);
+    data->decode_rows(k0, kb, buffer.data());
+    return StridedMap<float>(buffer.data(), kb, rank, Eigen::OuterStride<>(rank));
   } else {
     buffer.resize(kb, rank);
     for (Index t = 0; t < kb; ++t) {

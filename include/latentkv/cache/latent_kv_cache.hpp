@@ -14,6 +14,13 @@
 //   bytes per token = Σ_l (width_k + width_v)·sizeof(Storage) (dense layers: 2·n_kv·h·4)
 // Storage: `float` (fp32) or `std::uint16_t` (IEEE fp16 bits, core/half.hpp): the latents are
 // rounded to fp16 when appended; every product and the softmax stay fp32.
+// Storage `QuantizedLatentView` (quant/latent_codec.hpp; alias QuantizedLatentKvCache): each
+// group's latents are quantized when appended (QuantizedLatents, a LatentQuantConfig per side)
+// and the kernel decodes one key block at a time to fp32; with rotate, the cache keeps a private
+// copy of the factors with the Walsh–Hadamard rotation folded in (quant/hadamard.hpp:
+// A' = A·R, B_k' = Rᵀ·B_k, W̃_o' = Rᵀ·W̃_o), so the caller's model may be a temporary there.
+//   bytes per token = Σ_l Σ_j latent_bytes_per_token(r_j, codec, context) (scales, zeros, fp16
+//                     sinks and window counted at context, default 4096)
 //
 // The output projection needs no copy of W̃_o: W̃_o,j (r_v, s·g·d) row-major is, read as a
 // (r_v·s·g, d) matrix, row a·s·g + m = W̃_o,j[a, block m]; so the kernel's head-major output is
@@ -29,7 +36,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "latentkv/attention/causal_attention.hpp"
@@ -41,6 +50,8 @@
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/kv_cache.hpp"
 #include "latentkv/model/llama_weights.hpp"
+#include "latentkv/quant/hadamard.hpp"
+#include "latentkv/quant/latent_codec.hpp"
 
 namespace latentkv {
 
@@ -48,16 +59,47 @@ template <LatentStorage Storage = float>
 class LatentKvCache {
  public:
   using StorageType = Storage;
+  /// Whether latents are stored as codes (Storage = QuantizedLatentView).
+  static constexpr bool kQuantized = LatentBlockDecoder<Storage>;
+  /// Element of the latent matrices (a quantized cache keeps its codes elsewhere).
+  using Element = std::conditional_t<kQuantized, float, Storage>;
   /// Read-only view of stored latents: (length, width), row stride ≥ width.
-  using LatentView = Eigen::Ref<const RowMatrix<Storage>>;
+  using LatentView = Eigen::Ref<const RowMatrix<Element>>;
 
   /// `capacity`: tokens per layer to allocate up front (0: grow on demand). Throws
   /// InvalidArgument when the compressed model does not fit the weights (config, plan, or the
   /// shape of any factor).
-  LatentKvCache(const LlamaWeights& weights, const CompressedModel& model, Index capacity = 0)
+  LatentKvCache(const LlamaWeights& weights, const CompressedModel& model,
+                Index capacity = 0) requires(!kQuantized)
       : weights_(&weights), model_(&model) {
     validate(weights, model, capacity);
-    const ModelConfig& c = weights.config;
+    build(capacity);
+  }
+
+  /// A quantized cache: `quant` says how each side is coded (InvalidArgument naming key./value.
+  /// and the field when unsupported); with quant.rotate the factors are copied and rotated here.
+  LatentKvCache(const LlamaWeights& weights, const CompressedModel& model,
+                const LatentQuantConfig& quant, Index capacity = 0) requires kQuantized
+      : weights_(&weights),
+        quant_(quant) {
+    quant.key.validate("latentkv::LatentKvCache: key codec");
+    quant.value.validate("latentkv::LatentKvCache: value codec");
+    validate(weights, model, capacity);
+    owned_ = std::make_shared<const CompressedModel>(quant.rotate ? rotate_latents(model) : model);
+    model_ = owned_.get();
+    build(capacity);
+  }
+
+  /// The cache keeps pointers: temporaries would dangle.
+  LatentKvCache(const LlamaWeights&, CompressedModel&&, Index = 0) = delete;
+  LatentKvCache(LlamaWeights&&, const CompressedModel&, Index = 0) = delete;
+  LatentKvCache(LlamaWeights&&, const CompressedModel&, const LatentQuantConfig&,
+                Index = 0) = delete;
+
+ private:
+  void build(Index capacity) {
+    const CompressedModel& model = *model_;
+    const ModelConfig& c = weights_->config;
     const Index s = model.heads_per_group();
     shape_ = {c.num_heads, c.num_kv_heads, s, c.head_dim, c.rope_dim};
     layers_.resize(static_cast<std::size_t>(c.num_layers));
@@ -74,21 +116,22 @@ class LatentKvCache {
       for (const LatentKeyGroup& g : from.k) {
         layer.up_k.emplace_back(g.up);
         layer.width_k += g.rank();
+        if constexpr (kQuantized) layer.quant_k.emplace_back(g.rank(), quant_.key);
       }
       for (const LatentValueGroup& g : from.v) {
         layer.rank_v.push_back(g.rank());
         layer.width_v += g.rank();
+        if constexpr (kQuantized) layer.quant_v.emplace_back(g.rank(), quant_.value);
       }
-      layer.latent_k.resize(capacity, layer.width_k);
-      layer.latent_v.resize(capacity, layer.width_v);
+      if constexpr (!kQuantized) {
+        layer.latent_k.resize(capacity, layer.width_k);
+        layer.latent_v.resize(capacity, layer.width_v);
+      }
     }
     rope_ = rope_table(capacity, c.rope_dim, c.rope_base);
   }
 
-  /// The cache keeps pointers: temporaries would dangle.
-  LatentKvCache(const LlamaWeights&, CompressedModel&&, Index = 0) = delete;
-  LatentKvCache(LlamaWeights&&, const CompressedModel&, Index = 0) = delete;
-
+ public:
   /// Appends x's tokens to `layer` and returns their attention output (see kv_cache.hpp):
   /// x: (tokens, d_model) → (tokens, d_model).
   [[nodiscard]] RowMatrix<float> attend(Index layer, const MatrixCRef<float>& x, Index position) {
@@ -134,9 +177,14 @@ class LatentKvCache {
     const CompressedLayer& factors = model_->layers[static_cast<std::size_t>(layer)];
     reserve_rope(position + tokens);
     RowMatrix<float> latent;  // (tokens, r) fp32 latents before rounding to Storage
-    const auto append = [&](const RowMatrix<float>& down, RowMatrix<Storage>& store, Index col) {
+    const auto append = [&](const RowMatrix<float>& down, RowMatrix<Element>& store, Index col) {
       const Index r = down.cols();
-      if constexpr (std::same_as<Storage, float>) {
+      if constexpr (kQuantized) {
+        latent.resize(tokens, r);
+        parallel_product(x, down, latent);
+        (void)store;
+        (void)col;
+      } else if constexpr (std::same_as<Storage, float>) {
         parallel_product(x, down, store.block(position, col, tokens, r));
       } else {
         latent.resize(tokens, r);
@@ -149,21 +197,28 @@ class LatentKvCache {
       }
     };
     Index col = 0;
-    for (const LatentKeyGroup& g : factors.k) {
-      append(g.down, cache.latent_k, col);
-      col += g.rank();
+    for (std::size_t j = 0; j < factors.k.size(); ++j) {
+      append(factors.k[j].down, cache.latent_k, col);
+      if constexpr (kQuantized) cache.quant_k[j].append(latent);
+      col += factors.k[j].rank();
     }
     col = 0;
-    for (const LatentValueGroup& g : factors.v) {
-      append(g.down, cache.latent_v, col);
-      col += g.rank();
+    for (std::size_t j = 0; j < factors.v.size(); ++j) {
+      append(factors.v[j].down, cache.latent_v, col);
+      if constexpr (kQuantized) cache.quant_v[j].append(latent);
+      col += factors.v[j].rank();
     }
     cache.length = position + tokens;
 
-    const RowMatrix<float> heads = latent_attention<Storage>(
-        queries, latent_k(layer), std::span<const MatrixCRef<float>>(cache.up_k), latent_v(layer),
-        std::span<const Index>(cache.rank_v), rope_.topRows(cache.length), shape_, position,
-        scale);  // (tokens, Σ_j s·g·r_v,j), head-major per group
+    RowMatrix<float> heads;  // (tokens, Σ_j s·g·r_v,j), head-major per group
+    if constexpr (kQuantized) {
+      heads = quantized_heads(queries, cache, position, scale);
+    } else {
+      heads = latent_attention<Storage>(queries, latent_k(layer),
+                                        std::span<const MatrixCRef<float>>(cache.up_k),
+                                        latent_v(layer), std::span<const Index>(cache.rank_v),
+                                        rope_.topRows(cache.length), shape_, position, scale);
+    }
     const Index sg = shape_.heads_per_group * c.group_size();
     RowMatrix<float> mixed;  // (tokens, r_v·s·g): group j's outputs in (a, m) order
     RowMatrix<float> partial;
@@ -192,7 +247,11 @@ class LatentKvCache {
 
   /// Forgets every token of every layer (the memory stays allocated).
   void reset() noexcept {
-    for (Layer& layer : layers_) layer.length = 0;
+    for (Layer& layer : layers_) {
+      layer.length = 0;
+      for (QuantizedLatents& q : layer.quant_k) q.clear();
+      for (QuantizedLatents& q : layer.quant_v) q.clear();
+    }
   }
 
   [[nodiscard]] Index length(Index layer) const {
@@ -203,7 +262,9 @@ class LatentKvCache {
   [[nodiscard]] Index num_layers() const noexcept { return static_cast<Index>(layers_.size()); }
 
   /// Σ_l (width_k + width_v)·sizeof(Storage); a dense layer counts 2·n_kv·h·sizeof(float).
+  /// Quantized: bytes_per_token_at(4096) rounded to the nearest byte.
   [[nodiscard]] std::int64_t bytes_per_token() const noexcept {
+    if constexpr (kQuantized) return std::llround(bytes_per_token_at(4096));
     std::int64_t total = 0;
     for (const Layer& layer : layers_) {
       total += layer.compressed ? static_cast<std::int64_t>(layer.width_k + layer.width_v) *
@@ -214,6 +275,55 @@ class LatentKvCache {
     return total;
   }
 
+  /// Bytes per token at context length `context`: quantized, every code, scale, zero, sink and
+  /// window byte (latent_bytes_per_token()); otherwise bytes_per_token(). Dense layers: fp32 K, V.
+  [[nodiscard]] double bytes_per_token_at(Index context) const {
+    if constexpr (!kQuantized) {
+      return static_cast<double>(bytes_per_token());
+    } else {
+      double total = 0.0;
+      for (const Layer& layer : layers_) {
+        if (!layer.compressed) {
+          total += 2.0 * static_cast<double>(weights_->config.kv_dim()) * sizeof(float);
+          continue;
+        }
+        for (const QuantizedLatents& q : layer.quant_k) {
+          total += latent_bytes_per_token(q.width(), quant_.key, context);
+        }
+        for (const QuantizedLatents& q : layer.quant_v) {
+          total += latent_bytes_per_token(q.width(), quant_.value, context);
+        }
+      }
+      return total;
+    }
+  }
+
+  /// Numbers cached per token over all layers: Σ_l (width_k + width_v) (dense: 2·n_kv·h).
+  [[nodiscard]] Index numbers_per_token() const noexcept {
+    Index total = 0;
+    for (const Layer& layer : layers_) {
+      total += layer.compressed ? layer.width_k + layer.width_v : 2 * weights_->config.kv_dim();
+    }
+    return total;
+  }
+
+  /// The factors the cache runs (quantized with rotate: the rotated copy).
+  [[nodiscard]] const CompressedModel& factors() const noexcept { return *model_; }
+
+  /// Quantized key latents of compressed layer `layer`, group `group`.
+  [[nodiscard]] const QuantizedLatents& quantized_k(Index layer,
+                                                    Index group) const requires kQuantized {
+    return quantized_group(compressed_layer(layer, "latentkv::LatentKvCache::quantized_k").quant_k,
+                           group, "latentkv::LatentKvCache::quantized_k");
+  }
+
+  /// Quantized value latents of compressed layer `layer`, group `group`.
+  [[nodiscard]] const QuantizedLatents& quantized_v(Index layer,
+                                                    Index group) const requires kQuantized {
+    return quantized_group(compressed_layer(layer, "latentkv::LatentKvCache::quantized_v").quant_v,
+                           group, "latentkv::LatentKvCache::quantized_v");
+  }
+
   /// Whether `layer` runs on latents (false: dense K/V).
   [[nodiscard]] bool compressed(Index layer) const {
     check_layer(layer, "latentkv::LatentKvCache::compressed");
@@ -221,13 +331,13 @@ class LatentKvCache {
   }
 
   /// Key latents of a compressed layer: (length, Σ_j r_k,j), pre-RoPE.
-  [[nodiscard]] LatentView latent_k(Index layer) const {
+  [[nodiscard]] LatentView latent_k(Index layer) const requires(!kQuantized) {
     const Layer& cache = compressed_layer(layer, "latentkv::LatentKvCache::latent_k");
     return cache.latent_k.topRows(cache.length);
   }
 
   /// Value latents of a compressed layer: (length, Σ_j r_v,j).
-  [[nodiscard]] LatentView latent_v(Index layer) const {
+  [[nodiscard]] LatentView latent_v(Index layer) const requires(!kQuantized) {
     const Layer& cache = compressed_layer(layer, "latentkv::LatentKvCache::latent_v");
     return cache.latent_v.topRows(cache.length);
   }
@@ -247,14 +357,16 @@ class LatentKvCache {
  private:
   struct Layer {
     bool compressed = true;
-    RowMatrix<Storage> latent_k;          // (capacity, width_k); rows [0, length) valid
-    RowMatrix<Storage> latent_v;          // (capacity, width_v)
-    std::vector<MatrixCRef<float>> up_k;  // B_k,j views into the compressed model
-    std::vector<Index> rank_v;            // r_v,j
-    Index width_k = 0;                    // Σ_j r_k,j
-    Index width_v = 0;                    // Σ_j r_v,j
-    RowMatrix<float> keys;                // dense layers: (capacity, n_kv·h) post-RoPE
-    RowMatrix<float> values;              // dense layers: (capacity, n_kv·h)
+    RowMatrix<Element> latent_k;            // (capacity, width_k); rows [0, length) valid
+    RowMatrix<Element> latent_v;            // (capacity, width_v)
+    std::vector<QuantizedLatents> quant_k;  // quantized: (G) per group, (length, r_k,j) each
+    std::vector<QuantizedLatents> quant_v;  // quantized: (G) (length, r_v,j)
+    std::vector<MatrixCRef<float>> up_k;    // B_k,j views into the compressed model
+    std::vector<Index> rank_v;              // r_v,j
+    Index width_k = 0;                      // Σ_j r_k,j
+    Index width_v = 0;                      // Σ_j r_v,j
+    RowMatrix<float> keys;                  // dense layers: (capacity, n_kv·h) post-RoPE
+    RowMatrix<float> values;                // dense layers: (capacity, n_kv·h)
     Index length = 0;
   };
 
@@ -370,7 +482,64 @@ class LatentKvCache {
     return cache;
   }
 
+  static const QuantizedLatents& quantized_group(const std::vector<QuantizedLatents>& groups,
+                                                 Index group, const char* where) {
+    if (group < 0 || group >= static_cast<Index>(groups.size())) {
+      detail::raise<InvalidArgument>(where, "group = ", group, ", expected 0..",
+                                     static_cast<Index>(groups.size()) - 1);
+    }
+    return groups[static_cast<std::size_t>(group)];
+  }
+
+  /// The quantized layer's latent attention: as latent_attention(), one QuantizedLatentView per
+  /// group and side for the kernel to decode block by block. (tokens, Σ_j s·g·r_v,j).
+  RowMatrix<float> quantized_heads(const RowMatrix<float>& queries, const Layer& cache,
+                                   Index position, float scale) const {
+    const Index s = shape_.heads_per_group;
+    const Index g = shape_.num_heads / shape_.num_kv_heads;
+    const Index h = shape_.head_dim;
+    const std::size_t groups = cache.quant_k.size();
+    std::vector<QuantizedLatentView> views(2 * groups);
+    std::vector<LatentAttentionParams<Storage>> params(groups);
+    RowMatrix<float> out(queries.rows(), s * g * cache.width_v);
+    Index col_v = 0;
+    for (std::size_t j = 0; j < groups; ++j) {
+      views[2 * j] = cache.quant_k[j].view();
+      views[2 * j + 1] = cache.quant_v[j].view();
+      const MatrixCRef<float>& b = cache.up_k[j];
+      LatentAttentionParams<Storage>& p = params[j];
+      p.queries = queries.data() + static_cast<Index>(j) * s * g * h;
+      p.ld_queries = queries.cols();
+      p.latent_k = &views[2 * j];
+      p.ld_latent_k = b.rows();
+      p.up_k = b.data();
+      p.ld_up_k = b.outerStride();
+      p.latent_v = &views[2 * j + 1];
+      p.ld_latent_v = cache.rank_v[j];
+      p.rope = rope_.data();
+      p.ld_rope = rope_.cols();
+      p.out = out.data() + s * g * col_v;
+      p.ld_out = out.cols();
+      p.tokens = queries.rows();
+      p.length = cache.length;
+      p.first_position = position;
+      p.heads_per_group = s;
+      p.group_size = g;
+      p.head_dim = h;
+      p.rope_dim = shape_.rope_dim;
+      p.rank_k = b.rows();
+      p.rank_v = cache.rank_v[j];
+      p.scale = scale;
+      col_v += p.rank_v;
+    }
+    run_latent_attention(std::span<const LatentAttentionParams<Storage>>(params));
+    return out;
+  }
+
   static void reserve_layer(Layer& layer, Index needed) {
+    if constexpr (kQuantized) {
+      if (layer.compressed) return;  // QuantizedLatents grow on append
+    }
     const Index have = layer.compressed ? layer.latent_k.rows() : layer.keys.rows();
     if (needed <= have) return;
     const Index capacity = std::max(needed, 2 * have);
@@ -393,7 +562,9 @@ class LatentKvCache {
   }
 
   const LlamaWeights* weights_;
-  const CompressedModel* model_;
+  const CompressedModel* model_ = nullptr;
+  std::shared_ptr<const CompressedModel> owned_;  // quantized: the (rotated) factors model_ shows
+  LatentQuantConfig quant_;                       // quantized: the codecs
   LatentAttentionShape shape_;
   std::vector<Layer> layers_;
   RowMatrix<float> rope_;  // (capacity, rope_dim) rope_table() of positions 0..
@@ -401,5 +572,10 @@ class LatentKvCache {
 
 static_assert(KvCache<LatentKvCache<float>>);
 static_assert(KvCache<LatentKvCache<std::uint16_t>>);
+
+/// The latent cache with quantized latents (quant/latent_codec.hpp).
+using QuantizedLatentKvCache = LatentKvCache<QuantizedLatentView>;
+static_assert(KvCache<QuantizedLatentKvCache>);
+static_assert(std::is_trivially_copyable_v<LatentAttentionParams<QuantizedLatentView>>);
 
 }  // namespace latentkv

@@ -63,7 +63,7 @@ inline constexpr int kLatentDecodeThreads = 128;
 
 /// One layer's batched decode (see the notation block). Trivially copyable; device pointers when
 /// it feeds a CUDA kernel, host pointers for latent_decode_host. Strides in elements.
-template <LatentStorage S>
+template <LatentElement S>
 struct LatentDecodeParams {
   const float* queries = nullptr;  // (batch, Q, H, query_dim), sequence stride ld_queries, token
                                    // stride H·query_dim; query_dim = head_dim (route 1) or rank_k
@@ -112,21 +112,21 @@ struct LatentDecodeParams {
 static_assert(std::is_trivially_copyable_v<LatentDecodeParams<std::uint16_t>>);
 
 /// H = G·s·g query heads.
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_num_heads(
     const LatentDecodeParams<S>& p) noexcept {
   return p.num_groups * p.heads_per_group * p.group_size;
 }
 
 /// Width of one query head: h (route 1) or r_k (route 2).
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_query_dim(
     const LatentDecodeParams<S>& p) noexcept {
   return R == LatentRoute::kRebuildKeys ? p.head_dim : p.rank_k;
 }
 
 /// Query blocks per sequence: ⌈Q / query_block⌉.
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_query_blocks(
     const LatentDecodeParams<S>& p) noexcept {
   return (p.query_tokens + p.query_block - 1) / p.query_block;
@@ -134,14 +134,14 @@ LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_query_blocks(
 
 /// CTAs per (split, query block, sequence): route 1 one per KV head (G·s), route 2 one per
 /// group (G).
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_units(
     const LatentDecodeParams<S>& p) noexcept {
   return R == LatentRoute::kRebuildKeys ? p.num_groups * p.heads_per_group : p.num_groups;
 }
 
 /// Cache row of sequence b's token t (contiguous or paged layout; see the notation block).
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE constexpr std::int64_t latent_decode_row(const LatentDecodeParams<S>& p,
                                                               std::int64_t b,
                                                               std::int64_t t) noexcept {
@@ -170,7 +170,7 @@ struct LatentDecodeUnit {
 
 /// The unit of CTA (split, unit, b) for query block `query_block`; reads seq_lens[b]. Its keys
 /// are split q's range, cut at the last key its last query token sees.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 LATENTKV_HOST_DEVICE constexpr LatentDecodeUnit latent_decode_unit(
     const LatentDecodeParams<S>& p, std::int64_t split, std::int64_t unit, std::int64_t b,
     std::int64_t query_block = 0) noexcept {
@@ -241,7 +241,7 @@ LATENTKV_HOST_DEVICE constexpr LatentDecodeSmemLayout latent_decode_smem_layout(
 }
 
 /// Dynamic shared memory of one decode CTA, in bytes.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 [[nodiscard]] constexpr std::int64_t latent_decode_smem_bytes(
     const LatentDecodeParams<S>& p) noexcept {
   const std::int64_t heads =
@@ -339,7 +339,7 @@ struct ScalarKeyRebuild {
 ///   src: rows row_of(0 .. kb − 1) of a matrix with row stride ld, columns 0 .. width − 1
 ///   dst: (kb, width) fp32, row stride ld_dst
 struct ScalarTileLoad {
-  template <LatentStorage S, class RowOf>
+  template <LatentElement S, class RowOf>
   LATENTKV_HOST_DEVICE void operator()(const S* src, std::int64_t ld, const RowOf& row_of, int kb,
                                        int width, float* dst, int ld_dst, int t, int n) const {
     for (int x = t; x < kb * width; x += n) {
@@ -355,7 +355,7 @@ struct ScalarTileLoad {
 /// 16-byte version) and route 1's keys rebuilt by `rebuild` (ScalarKeyRebuild, or the CUDA
 /// header's tensor-core version), both with the same contract. Writes out (one split) or the
 /// workspace partials.
-template <LatentRoute R, LatentStorage S, class Steps, class TileLoad = ScalarTileLoad,
+template <LatentRoute R, LatentElement S, class Steps, class TileLoad = ScalarTileLoad,
           class KeyRebuild = ScalarKeyRebuild>
 LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
                                             const LatentDecodeUnit& u, float* smem,
@@ -513,7 +513,7 @@ LATENTKV_HOST_DEVICE void latent_decode_cta(const LatentDecodeParams<S>& p,
 
 /// The merge of the workspace partials: out[b, token, i, d] for one (b, token, i, d)
 /// (num_splits > 1).
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE inline void latent_decode_merge(const LatentDecodeParams<S>& p, std::int64_t b,
                                                      std::int64_t token, std::int64_t i,
                                                      std::int64_t d) noexcept {
@@ -547,7 +547,7 @@ bool misaligned(const T* ptr) noexcept {
 /// workspace too small, shared memory above max_smem_bytes (ranks or head dims the kernel does not
 /// support on the device), and, from `host`: lengths outside 1..capacity (the cache, the RoPE
 /// table), block-table entries outside the pool. Empty host spans skip those last checks.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host,
                                 std::int64_t max_smem_bytes, const char* where) {
   constexpr bool kRoute1 = R == LatentRoute::kRebuildKeys;
@@ -687,7 +687,7 @@ void check_latent_decode_params(const LatentDecodeParams<S>& p, const LatentDeco
 /// the decomposition without a GPU. `p` holds host pointers; validates like the CUDA wrapper.
 /// `steps` runs each CTA step (CtaSteps: threads 0..127 in order); any thread count or order must
 /// give the same bits, since every output element is one thread's fixed loop (tests check it).
-template <LatentRoute R, LatentStorage S, class Steps = CtaSteps>
+template <LatentRoute R, LatentElement S, class Steps = CtaSteps>
 void latent_decode_host(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host,
                         const Steps& steps = Steps{}) {
   check_latent_decode_params<R>(p, host, std::numeric_limits<std::int64_t>::max(),

@@ -29,8 +29,23 @@ static_assert(sizeof(Bf16) == 2 && alignof(Bf16) == 2 && std::is_trivially_copya
 /// The pointer-based kernels (run_latent_attention, the CUDA decode) take all three; the Eigen
 /// front ends (latent_attention(), LatentKvCache) take float and fp16.
 template <class S>
-concept LatentStorage =
+concept LatentElement =
     std::same_as<S, float> || std::same_as<S, std::uint16_t> || std::same_as<S, Bf16>;
+
+/// A codec's view of one group's stored latents (quant/latent_codec.hpp: QuantizedLatentView):
+/// trivially copyable, decodes tokens [k0, k0 + kb) into fp32 rows out: (kb, width), stride width.
+/// The CPU kernel's latent pointer then points at one view per group (its ld = rank, unused).
+/// CPU only: the CUDA kernels take LatentElement storage.
+template <class S>
+concept LatentBlockDecoder = std::is_trivially_copyable_v<S> &&
+    requires(const S& s, std::int64_t k0, std::int64_t kb, float* out) {
+  { s.decode_rows(k0, kb, out) }
+  noexcept;
+};
+
+/// What the CPU kernel reads latents from: an element type, or a block decoder (quantized).
+template <class S>
+concept LatentStorage = LatentElement<S> || LatentBlockDecoder<S>;
 
 /// fp16 bits → float, branch-free so a loop over a block vectorizes; equal to
 /// fp16_bits_to_float for every input (tests check all 65536).
@@ -48,7 +63,7 @@ LATENTKV_HOST_DEVICE constexpr float fp16_bits_to_float_fast(std::uint16_t h) no
 }
 
 /// A stored latent as fp32 (exact for every storage type).
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE constexpr float latent_to_float(S value) noexcept {
   if constexpr (std::same_as<S, float>) {
     return value;
@@ -60,7 +75,7 @@ LATENTKV_HOST_DEVICE constexpr float latent_to_float(S value) noexcept {
 }
 
 /// fp32 → stored latent (16-bit: round to nearest even, overflow → ±inf).
-template <LatentStorage S>
+template <LatentElement S>
 LATENTKV_HOST_DEVICE constexpr S latent_from_float(float value) noexcept {
   if constexpr (std::same_as<S, float>) {
     return value;

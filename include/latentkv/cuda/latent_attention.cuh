@@ -43,7 +43,7 @@ namespace detail {
 
 /// Two fp32 → one 32-bit register of two 16-bit numbers of S (low half = `low`), rounded to
 /// nearest; and the value the first one rounds to.
-template <LatentStorage S>
+template <LatentElement S>
 __device__ inline std::uint32_t pack_pair(float low, float high) {
   if constexpr (std::same_as<S, Bf16>) {
     return static_cast<std::uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(low))) |
@@ -54,7 +54,7 @@ __device__ inline std::uint32_t pack_pair(float low, float high) {
   }
 }
 
-template <LatentStorage S>
+template <LatentElement S>
 __device__ inline float round_to_storage(float x) {
   if constexpr (std::same_as<S, Bf16>) {
     return __bfloat162float(__float2bfloat16_rn(x));
@@ -65,7 +65,7 @@ __device__ inline float round_to_storage(float x) {
 
 /// d += a·b on one warp: m16n8k16, a row-major (16×16), b column-major (16×8), 16-bit S in,
 /// fp32 accumulate (PTX ISA "Matrix Fragments for mma.m16n8k16").
-template <LatentStorage S>
+template <LatentElement S>
 __device__ inline void mma_16816(float (&d)[4], const std::uint32_t (&a)[4],
                                  const std::uint32_t (&b)[2]) {
   if constexpr (std::same_as<S, Bf16>) {
@@ -92,7 +92,7 @@ __device__ inline void mma_16816(float (&d)[4], const std::uint32_t (&a)[4],
 /// keeps K within ~2^-16 (bf16) or ~2^-21 (fp16) of the fp32 product instead of S's rounding.
 /// Falls back to CUDA cores for fp32 latents, rank % 16 ≠ 0, h % 8 ≠ 0, before sm_80 and on the
 /// host.
-template <LatentStorage S>
+template <LatentElement S>
 struct MmaKeyRebuild {
   __host__ __device__ void operator()(const float* latent, int ld_latent, const float* up, int h,
                                       int rank, float* keys, int ld_keys, int kb, int t,
@@ -153,7 +153,7 @@ struct MmaKeyRebuild {
 /// latents and one cache-row lookup serves them all. Needs width and ld multiples of the word
 /// and a 16-byte aligned src; otherwise (and on the host) loads element by element.
 struct VectorTileLoad {
-  template <LatentStorage S, class RowOf>
+  template <LatentElement S, class RowOf>
   __host__ __device__ void operator()(const S* src, std::int64_t ld, const RowOf& row_of, int kb,
                                       int width, float* dst, int ld_dst, int t, int n) const {
 #if defined(__CUDA_ARCH__)
@@ -180,7 +180,7 @@ struct VectorTileLoad {
 namespace detail {
 
 /// One decode CTA per (query block·num_splits + split, unit, sequence) = (blockIdx.x, .y, .z).
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 __global__ void __launch_bounds__(kLatentDecodeThreads, 1)
     latent_decode_kernel(const LatentDecodeParams<S> p) {
   extern __shared__ float latent_decode_smem[];
@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kLatentDecodeThreads, 1)
 }
 
 /// Merges the split partials: block (token·H + i, b), threads over the r_v channels.
-template <LatentStorage S>
+template <LatentElement S>
 __global__ void latent_decode_merge_kernel(const LatentDecodeParams<S> p) {
   const std::int64_t heads = latent_decode_num_heads(p);
   const std::int64_t x = blockIdx.x;
@@ -234,7 +234,7 @@ cudaError_t allow_smem(Kernel kernel, std::int64_t bytes) noexcept {
 /// Launches the decode of route R on `stream`: p holds device pointers (LatentDecodeParams). Checks
 /// what it can without reading device memory (check_latent_decode_params without host data) and
 /// returns cudaErrorInvalidValue when that fails, else the launch's status. Never throws.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 [[nodiscard]] cudaError_t launch_latent_decode(const LatentDecodeParams<S>& p,
                                                cudaStream_t stream = nullptr) noexcept {
   std::int64_t max_smem = 0;
@@ -264,7 +264,7 @@ template <LatentRoute R, LatentStorage S>
 
 /// The split plan for the current device: its SM count, the CTAs of the decode kernel that fit
 /// on one SM, p's batch and units, and the longest sequence (max_length). Throws CudaError.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 [[nodiscard]] LatentDecodeSplitPlan plan_latent_decode(const LatentDecodeParams<S>& p,
                                                        std::int64_t max_length,
                                                        std::int64_t min_tokens_per_split = 256) {
@@ -286,7 +286,7 @@ template <LatentRoute R, LatentStorage S>
 /// The decode of route R, validated first on the host: `host` must mirror p.seq_lens (and
 /// p.block_table when paged), so that lengths past the cache or the RoPE table and pages outside
 /// the pool are rejected before launch. Throws InvalidArgument naming the field, or CudaError.
-template <LatentRoute R, LatentStorage S>
+template <LatentRoute R, LatentElement S>
 void latent_decode(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host,
                    cudaStream_t stream = nullptr) {
   constexpr const char* kWhere = "latentkv::cuda::latent_decode";
@@ -308,7 +308,7 @@ void latent_decode(const LatentDecodeParams<S>& p, const LatentDecodeHostData& h
 /// with one KV head per group (heads_per_group = 1, num_groups = n_kv) and r_k = r_v = h:
 ///   queries (batch, n_q, h) rotated; latent_k = K rows (n_kv·h), latent_v = V rows (n_kv·h).
 /// Returns cudaErrorInvalidValue unless p has that shape.
-template <LatentStorage S>
+template <LatentElement S>
 [[nodiscard]] cudaError_t launch_dense_decode(const LatentDecodeParams<S>& p,
                                               cudaStream_t stream = nullptr) noexcept {
   if (p.heads_per_group != 1 || p.rank_k != p.head_dim || p.rank_v != p.head_dim) {
@@ -318,7 +318,7 @@ template <LatentStorage S>
 }
 
 /// Throwing dense decode (see launch_dense_decode and latent_decode).
-template <LatentStorage S>
+template <LatentElement S>
 void dense_decode(const LatentDecodeParams<S>& p, const LatentDecodeHostData& host,
                   cudaStream_t stream = nullptr) {
   if (p.heads_per_group != 1 || p.rank_k != p.head_dim || p.rank_v != p.head_dim) {

@@ -48,7 +48,7 @@ namespace detail {
 /// Block b: rotates sequence b's query heads at position n_b − 1 and appends its latents
 /// (rounded to S) at cache row latent_decode_row(p, b, n_b − 1).
 ///   q: (batch, H·h) in place;  lk: (batch, G·r_k);  lv: (batch, G·r_v)
-template <LatentStorage S>
+template <LatentElement S>
 __global__ void rotate_and_append_kernel(LatentDecodeParams<S> p, float* q, const float* lk,
                                          const float* lv, S* latent_k, S* latent_v) {
   const std::int64_t b = blockIdx.x;
@@ -87,7 +87,7 @@ inline cublasStatus_t row_major_gemm(cublasHandle_t handle, std::int64_t m, std:
 
 /// A compressed attention layer's decode on the GPU (route 1). Holds a cuBLAS handle; not
 /// copyable.
-template <LatentStorage S>
+template <LatentElement S>
 class LatentAttentionLayer {
  public:
   /// Throws InvalidArgument for null weights or d_model < 1, CudaError if cuBLAS fails.
