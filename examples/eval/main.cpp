@@ -5,11 +5,15 @@
 // the latent KV cache of a compressed checkpoint (latentkv-compress, docs/FORMAT.md).
 //   latentkv-eval --model M.gguf [--compressed C.safetensors [--budget B] [--cache-dtype f32|f16]]
 //                 [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
+//                 [--kl-divergence]
 //   --budget B < C's own: re-planned by C's schedule on C's spectra and applied by truncation
 //         (compress/elastic.hpp); a search plan re-runs its search on C's factors, from C's plan
 //   text  (default $LATENTKV_WIKITEXT, else the shared WikiText-2 test split) tokenized as one
 //         string, no BOS → chunks of ctx tokens (short tail dropped) → each chunk from an empty
 //         KV cache → PPL = exp(mean NLL of the ctx − 1 predictions per chunk)
+//   --kl-divergence (with --compressed): the dense model runs beside the compressed one on the same
+//         chunks (eval/kl_divergence.hpp): mean KL(dense ‖ compressed) per token, its 99th
+//         percentile, top-1 agreement, and the dense PPL of the same pass
 // Progress goes to stderr; the result table (PPL, mean NLL, ctx, chunks, tokens, tokens/s, KV
 // bytes per token) to stdout. Exit status 1 with "latentkv-eval: error: ..." on bad input.
 #include <CLI/CLI.hpp>
@@ -23,6 +27,7 @@
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
@@ -33,6 +38,7 @@
 #include "latentkv/compress/calibration.hpp"
 #include "latentkv/compress/dispatch.hpp"
 #include "latentkv/compress/elastic.hpp"
+#include "latentkv/eval/kl_divergence.hpp"
 #include "latentkv/eval/perplexity.hpp"
 #include "latentkv/io/compressed_checkpoint.hpp"
 #include "latentkv/io/detail/atomic_write.hpp"
@@ -59,8 +65,9 @@ struct Options {
   Index ctx = 1024;
   Index chunks = 4;
   bool all = false;
-  int threads = 0;  // 0: OpenMP's default (every core)
-  fs::path json;    // also write the result as JSON here
+  int threads = 0;             // 0: OpenMP's default (every core)
+  fs::path json;               // also write the result as JSON here
+  bool kl_divergence = false;  // also KL(dense ‖ compressed) and top-1 agreement
 };
 
 /// Runs the protocol through `cache`, printing per-chunk progress to stderr.
@@ -75,6 +82,21 @@ latentkv::PerplexityResult evaluate(const latentkv::LlamaModel& model, Cache& ca
         std::fprintf(stderr, "  chunk %ld/%ld: mean NLL %.6f, running PPL %.4f, %.1f s\n",
                      static_cast<long>(chunk + 1), static_cast<long>(chunks), nll,
                      std::exp(total / static_cast<double>(chunk + 1)), seconds);
+      });
+}
+
+/// Runs the dense model beside `cache` on the protocol's chunks (KL, top-1, both PPLs), printing
+/// per-chunk progress to stderr.
+template <class Cache>
+latentkv::KlDivergenceResult evaluate_kl(const latentkv::LlamaModel& model, Cache& cache,
+                                         const std::vector<std::int32_t>& ids,
+                                         const latentkv::PerplexityOptions& options, Index chunks) {
+  latentkv::DenseKvCache dense(model.weights(), options.ctx);
+  return latentkv::kl_divergence(
+      model, dense, cache, ids, {.ctx = options.ctx, .max_chunks = options.max_chunks},
+      [&](Index chunk, double kl, double seconds) {
+        std::fprintf(stderr, "  chunk %ld/%ld: mean KL %.6f, %.1f s\n",
+                     static_cast<long>(chunk + 1), static_cast<long>(chunks), kl, seconds);
       });
 }
 
@@ -151,6 +173,9 @@ int run(const Options& o) {
   if (o.threads < 0) {
     usage_error("--threads = ", o.threads, ", expected >= 1");
   }
+  if (o.compressed.empty() && o.kl_divergence) {
+    usage_error("--kl-divergence needs --compressed (it compares a compressed model with --model)");
+  }
   if (o.compressed.empty() && o.budget != 0.0) {
     usage_error("--budget needs --compressed (a dense model has no budget to change)");
   }
@@ -189,6 +214,7 @@ int run(const Options& o) {
   const Index chunks = o.all ? num_ids / o.ctx : o.chunks;
 
   latentkv::PerplexityResult r;
+  std::optional<latentkv::KlDivergenceResult> kl;
   std::string cache_name = "dense fp32";
   double budget = 1.0;
   if (o.compressed.empty()) {
@@ -200,12 +226,20 @@ int run(const Options& o) {
     cache_name = "latent " + o.cache_dtype + " (" + compressed.grouping + ", " +
                  compressed.plan.schedule + ", budget " + format("%.4f", compressed.plan.budget()) +
                  ")";
+    const auto run_through = [&](auto& cache) {
+      if (o.kl_divergence) {
+        kl = evaluate_kl(model, cache, ids, options, chunks);
+        r = kl->test;
+      } else {
+        r = evaluate(model, cache, ids, options, chunks);
+      }
+    };
     if (o.cache_dtype == "f16") {
       lk::LatentKvCache<std::uint16_t> cache(model.weights(), compressed, o.ctx);
-      r = evaluate(model, cache, ids, options, chunks);
+      run_through(cache);
     } else {
       lk::LatentKvCache<float> cache(model.weights(), compressed, o.ctx);
-      r = evaluate(model, cache, ids, options, chunks);
+      run_through(cache);
     }
   }
   const std::int64_t dense_bytes = 2 * c.num_layers * c.kv_dim() * 4;
@@ -224,6 +258,15 @@ int run(const Options& o) {
   print_row("KV bytes per token", std::to_string(r.kv_bytes_per_token));
   print_row("KV vs dense fp32", format("%.4f", static_cast<double>(r.kv_bytes_per_token) /
                                                    static_cast<double>(dense_bytes)));
+  if (kl) {
+    print_row("dense PPL (same pass)", format("%.4f", kl->reference.ppl));
+    print_row("PPL vs dense", format("%+.2f%%", 100.0 * (r.ppl / kl->reference.ppl - 1.0)));
+    print_row("mean KL (nats/token)", format("%.6f", kl->mean_kl));
+    print_row("KL 99th percentile", format("%.6f", kl->kl_p99));
+    print_row("KL median", format("%.6f", kl->kl_median));
+    print_row("KL max", format("%.6f", kl->kl_max));
+    print_row("same top-1", format("%.4f%%", 100.0 * kl->same_top1));
+  }
   if (!o.json.empty()) {
     nlohmann::json j;
     j["model"] = o.model.filename().string();
@@ -240,6 +283,18 @@ int run(const Options& o) {
     j["kv_bytes_per_token"] = r.kv_bytes_per_token;
     j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
     j["budget"] = budget;
+    if (kl) {
+      j["kl_divergence"] = {{"reference", "dense fp32"},
+                            {"mean", kl->mean_kl},
+                            {"p99", kl->kl_p99},
+                            {"median", kl->kl_median},
+                            {"max", kl->kl_max},
+                            {"same_top1", kl->same_top1},
+                            {"chunk_kl", kl->chunk_kl},
+                            {"dense_ppl", kl->reference.ppl},
+                            {"dense_mean_nll", kl->reference.mean_nll},
+                            {"dense_chunk_nll", kl->reference.chunk_nll}};
+    }
     write_text_atomically(o.json, j.dump(2) + "\n", "latentkv-eval: --json");
   }
   return 0;
@@ -271,6 +326,9 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dtype", o.cache_dtype, "with --compressed: latent storage f32|f16")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));
+  app.add_flag("--kl-divergence", o.kl_divergence,
+               "with --compressed: also run the dense model on the same chunks and report "
+               "KL(dense || compressed) per token (mean, 99th percentile) and top-1 agreement");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);
