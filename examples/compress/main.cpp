@@ -3,9 +3,16 @@
 //
 // latentkv-compress: a checkpoint + a KV-cache budget → a compressed checkpoint (docs/FORMAT.md).
 //   latentkv-compress --model PATH(.gguf | HF dir | .safetensors) --budget 0.5
-//       --schedule uniform|progressive|energy|sensitivity|search --factorizer svd|rsvd|whitened
-//       --grouping joint|per-head|group:N [--calib FILE] [--layers A-B] --out OUT.safetensors
-//       [--report REPORT.json]
+//       --schedule uniform|progressive|energy|sensitivity|search
+//       --factorizer svd|rsvd|whitened|svd-gain --grouping joint|per-head|group:N [--calib FILE]
+//       [--layers A-B] [--recalibrate-values [--recalibrate-ridge R]]
+//       [--sink-tokens N [--sink-weight W]] --out OUT.safetensors [--report REPORT.json]
+// Better factors (issue 9; compress/gain_folding.hpp, compress/value_recalibration.hpp):
+//   svd-gain              data-free SVD of diag(g)·W (the attention RMSNorm gain folded in; GGUF)
+//   --recalibrate-values  refit W̃_o per query head by ridge least squares on the calibration
+//                         activations (the last --calib-tokens of --calib), after truncation
+//   --sink-tokens N       weigh the first N positions of every calibration chunk by --sink-weight
+//                         (default 0: excluded) in the whitening Gram matrices
 // Streams the checkpoint layer by layer (compress/compressor.hpp): spectra of every K/V group,
 // the schedule's plan, then each layer's factors written straight to OUT's temporary file, renamed
 // into place at the end. Calibrated choices (whitened, sensitivity, search) run the model on
@@ -30,6 +37,8 @@
 #include "latentkv/compress/calibration.hpp"
 #include "latentkv/compress/compressor.hpp"
 #include "latentkv/compress/dispatch.hpp"
+#include "latentkv/compress/gain_folding.hpp"
+#include "latentkv/compress/value_recalibration.hpp"
 #include "latentkv/io/compressed_checkpoint.hpp"
 #include "latentkv/io/detail/atomic_write.hpp"
 #include "latentkv/io/gguf_reader.hpp"
@@ -64,6 +73,10 @@ struct Options {
   Index search_per_round = 8;
   int threads = 0;
   bool quiet = false;
+  bool recalibrate_values = false;  // refit W̃_o on calibration activations
+  double recalibrate_ridge = 1e-2;
+  Index sink_tokens = 0;  // first positions of each calibration chunk weighted by sink_weight
+  double sink_weight = 0.0;
 };
 
 /// One source type for every input format (so the compressor is instantiated once per policy
@@ -133,7 +146,8 @@ lk::SafetensorsDtype parse_dtype(const std::string& name) {
 }
 
 bool needs_model(const Options& o) {
-  return o.factorizer == "whitened" || o.schedule == "sensitivity" || o.schedule == "search";
+  return o.factorizer == "whitened" || o.schedule == "sensitivity" || o.schedule == "search" ||
+         o.recalibrate_values;
 }
 
 void print_table(const lk::CompressionReport& r, const lk::ModelConfig& c) {
@@ -221,6 +235,23 @@ int run(Options o) {
   const lk::AnyGrouping grouping = lk::parse_grouping(o.grouping);
   const lk::SafetensorsDtype dtype = parse_dtype(o.dtype);
   if (o.multiple < 1) usage_error("--multiple = ", o.multiple, ", expected >= 1");
+  if (!(o.recalibrate_ridge >= 0.0) || !std::isfinite(o.recalibrate_ridge)) {
+    usage_error("--recalibrate-ridge = ", o.recalibrate_ridge, ", expected >= 0");
+  }
+  if (o.sink_tokens < 0) usage_error("--sink-tokens = ", o.sink_tokens, ", expected >= 0");
+  if (!(o.sink_weight >= 0.0) || !std::isfinite(o.sink_weight)) {
+    usage_error("--sink-weight = ", o.sink_weight, ", expected a finite weight >= 0");
+  }
+  if (o.sink_tokens > 0 && o.factorizer != "whitened") {
+    usage_error(
+        "--sink-tokens weighs the whitening Gram matrices: it needs --factorizer whitened, "
+        "not ",
+        o.factorizer);
+  }
+  if (o.factorizer == "svd-gain" && !gguf_input) {
+    usage_error(
+        "--factorizer svd-gain reads the attention RMSNorm gains: it needs a .gguf --model");
+  }
   if (o.threads < 0) usage_error("--threads = ", o.threads, ", expected >= 1");
   if (!fs::exists(o.model)) usage_error("--model: no file or directory at ", o.model);
   if (o.out.empty() || fs::is_directory(o.out))
@@ -301,11 +332,27 @@ int run(Options o) {
   }
   lk::AnyFactorizer factorizer = lk::GramEigenFactorizer<float>{};
   if (o.factorizer == "rsvd") factorizer = lk::RandomizedSvdFactorizer<float>{};
+  if (o.factorizer == "svd-gain") {
+    factorizer = model ? lk::gain_folded_whitening(model->weights())
+                       : lk::gain_folded_whitening(lk::load_llama_weights(*gguf));
+  }
+  // Calibration activations, kept per layer when the values are refit or sinks are weighted.
+  std::optional<lk::AttentionInputs> inputs;
+  if (o.recalibrate_values || o.sink_tokens > 0) {
+    const std::vector<std::int32_t> ids = tail_tokens(calib_ids, o.calib_tokens, "--calib-tokens");
+    const auto t0 = std::chrono::steady_clock::now();
+    inputs = lk::collect_attention_inputs(*model, ids, 1024);
+    if (!o.quiet) {
+      std::fprintf(stderr, "%s: calibration activations of %ld tokens in %.1f s\n", kTool,
+                   static_cast<long>(ids.size()), seconds_since(t0));
+    }
+  }
   if (o.factorizer == "whitened") {
     const std::vector<std::int32_t> ids = tail_tokens(calib_ids, o.calib_tokens, "--calib-tokens");
     const auto t0 = std::chrono::steady_clock::now();
     factorizer = lk::CalibratedWhitening<lk::GramEigenFactorizer<float>>(
-        lk::collect_attention_grams(*model, ids, 1024));
+        inputs ? lk::attention_input_grams(*inputs, o.sink_tokens, o.sink_weight)
+               : lk::collect_attention_grams(*model, ids, 1024));
     if (!o.quiet) {
       std::fprintf(stderr, "%s: whitening: Gram matrices of %ld tokens in %.1f s\n", kTool,
                    static_cast<long>(ids.size()), seconds_since(t0));
@@ -384,9 +431,35 @@ int run(Options o) {
       o.model.filename().string() + (fs::is_regular_file(o.model)
                                          ? " (" + std::to_string(fs::file_size(o.model)) + " bytes)"
                                          : "");
-  const lk::CompressionReport report = lk::with_compressor(
-      factorizer, grouping, schedule, copts,
-      [&](const auto& compressor) { return compressor.compress(*source, budget, sink, progress); });
+  if (o.recalibrate_values) {
+    sink.options.extra_metadata["value_recalibration_ridge"] = format("%g", o.recalibrate_ridge);
+  }
+  nlohmann::json recalibration = nlohmann::json::array();
+  const lk::CompressionReport report =
+      lk::with_compressor(factorizer, grouping, schedule, copts, [&](const auto& compressor) {
+        if (!o.recalibrate_values) return compressor.compress(*source, budget, sink, progress);
+        lk::ValueRecalibrationSink<CheckpointSink> refit(sink, model->weights(), *inputs,
+                                                         {.ridge = o.recalibrate_ridge});
+        lk::CompressionReport r = compressor.compress(*source, budget, refit, progress);
+        for (const lk::ValueRecalibrationReport& e : refit.reports()) {
+          recalibration.push_back({{"relative_error_before", e.relative_error_before},
+                                   {"relative_error_after", e.relative_error_after}});
+        }
+        return r;
+      });
+  if (o.recalibrate_values && !o.quiet && !recalibration.empty()) {
+    double before = 0.0;
+    double after = 0.0;
+    for (const auto& e : recalibration) {
+      before += e["relative_error_before"].get<double>();
+      after += e["relative_error_after"].get<double>();
+    }
+    std::fprintf(stderr,
+                 "%s: value recalibration (ridge %g): mean relative output error on the "
+                 "calibration set %.4f -> %.4f over %zu layers\n",
+                 kTool, o.recalibrate_ridge, before / static_cast<double>(recalibration.size()),
+                 after / static_cast<double>(recalibration.size()), recalibration.size());
+  }
   if (divergence && !o.quiet) {
     std::fprintf(stderr, "%s: %ld divergence evaluations in total\n", kTool,
                  static_cast<long>(divergence->evaluations()));
@@ -397,8 +470,15 @@ int run(Options o) {
   std::printf("wrote %s (%s) in %.1f s\n", o.out.c_str(),
               human_bytes(static_cast<double>(fs::file_size(o.out))).c_str(), seconds);
   if (!o.report.empty()) {
-    write_text_atomically(o.report, report_json(o, report, seconds, schedule_state).dump(2) + "\n",
-                          "latentkv-compress: --report");
+    nlohmann::json j = report_json(o, report, seconds, schedule_state);
+    j["recalibrate_values"] = o.recalibrate_values;
+    if (o.recalibrate_values) {
+      j["recalibrate_ridge"] = o.recalibrate_ridge;
+      j["value_recalibration"] = recalibration;  // per compressed layer, in order
+    }
+    j["sink_tokens"] = o.sink_tokens;
+    j["sink_weight"] = o.sink_weight;
+    write_text_atomically(o.report, j.dump(2) + "\n", "latentkv-compress: --report");
   }
   return 0;
 }
@@ -418,7 +498,7 @@ int main(int argc, char** argv) {
                  "uniform|progressive|energy|sensitivity|search (default: sensitivity for a .gguf "
                  "--model, else energy)");
   app.add_option("--factorizer", o.factorizer,
-                 "svd|rsvd|whitened (default: whitened for a .gguf --model, else svd)");
+                 "svd|rsvd|whitened|svd-gain (default: whitened for a .gguf --model, else svd)");
   app.add_option("--grouping", o.grouping, "joint|per-head|group:N")->capture_default_str();
   app.add_option("--calib", o.calib,
                  "calibration text for whitened/sensitivity/search (default: the WikiText-2 test "
@@ -440,6 +520,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", o.threads, "threads (default: every core)");
   app.add_flag("--quiet", o.quiet, "no progress on stderr");
+  app.add_flag("--recalibrate-values", o.recalibrate_values,
+               "refit W~_o per query head by ridge least squares on the calibration activations "
+               "(needs a .gguf --model)");
+  app.add_option("--recalibrate-ridge", o.recalibrate_ridge,
+                 "ridge of --recalibrate-values, relative to the mean eigenvalue (>= 0)")
+      ->capture_default_str();
+  app.add_option("--sink-tokens", o.sink_tokens,
+                 "whitened: weigh the first N positions of each calibration chunk by --sink-weight")
+      ->capture_default_str();
+  app.add_option("--sink-weight", o.sink_weight,
+                 "weight of the sink tokens in the whitening Gram matrices (0 = excluded)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

@@ -34,8 +34,8 @@ TEST(Dispatch, RejectsUnknownScheduleAndFactorizerNames) {
                   "schedule 'fisher' is unknown, expected one of uniform, progressive, energy, "
                   "sensitivity, search")));
   EXPECT_THAT([] { check_factorizer_name("qr"); },
-              ::testing::ThrowsMessage<InvalidArgument>(
-                  HasSubstr("factorizer 'qr' is unknown, expected one of svd, rsvd, whitened")));
+              ::testing::ThrowsMessage<InvalidArgument>(HasSubstr(
+                  "factorizer 'qr' is unknown, expected one of svd, rsvd, whitened, svd-gain")));
   EXPECT_THAT([] { (void)make_data_free_schedule("search"); },
               ::testing::ThrowsMessage<InvalidArgument>(HasSubstr("uniform, progressive, energy")));
 }

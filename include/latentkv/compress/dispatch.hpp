@@ -7,6 +7,9 @@
 //   factorizer  "svd"      GramEigenFactorizer<float> (exact truncated SVD via WᵀW in double)
 //               "rsvd"     RandomizedSvdFactorizer<float> (seeded, q = 4 power iterations)
 //               "whitened" CalibratedWhitening<GramEigenFactorizer<float>> (needs calibration)
+//               "svd-gain" the same type with Gram diag(g²) per layer: data-free SVD with the
+//                          attention RMSNorm gain folded in (compress/gain_folding.hpp; the caller
+//                          builds it from the model's gains)
 //   grouping    "joint" | "per-head" | "group:N" (N KV heads per group, N divides n_kv)
 //   schedule    "uniform" | "progressive" | "energy" (data-free)
 //               "sensitivity" | "search" (need measured weights or a divergence: built by the
@@ -44,7 +47,8 @@ using AnyRankSchedule =
     std::variant<UniformRankSchedule, ProgressiveRankSchedule, EnergyRankSchedule,
                  SensitivityRankSchedule, GreedySearchRankSchedule>;
 
-inline constexpr std::array<std::string_view, 3> kFactorizerNames = {"svd", "rsvd", "whitened"};
+inline constexpr std::array<std::string_view, 4> kFactorizerNames = {"svd", "rsvd", "whitened",
+                                                                     "svd-gain"};
 inline constexpr std::array<std::string_view, 5> kScheduleNames = {
     "uniform", "progressive", "energy", "sensitivity", "search"};
 
