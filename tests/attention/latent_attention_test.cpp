@@ -158,24 +158,23 @@ TEST_P(LatentAttentionCases, Fp16MatchesDenseAttentionOnTheSameRoundedLatents) {
   EXPECT_GT(relative_max_error(got, reference(c, exact)), 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, LatentAttentionCases,
-                         ::testing::Values(
-                             // SmolLM2 shapes: n_q 9, n_kv 3, h 64.
-                             LatentCase{"JointFullRankPrefill", 9, 3, 3, 64, 64, 192, 192, 0, 130, 0, 0},
-                             LatentCase{"JointRank96Decode", 9, 3, 3, 64, 64, 96, 96, 0, 1, 1000, 0},
-                             LatentCase{"JointRank7Continued", 9, 3, 3, 64, 64, 7, 7, 0, 77, 50, 3},
-                             LatentCase{"PerHeadRank1Prefill", 9, 3, 1, 64, 64, 1, 1, 0, 65, 0, 0},
-                             LatentCase{"PerHeadRank64Decode", 9, 3, 1, 64, 64, 64, 64, 0, 1, 1000, 5},
-                             LatentCase{"PerHeadRank32Prefill", 9, 3, 1, 64, 64, 32, 32, 0, 200, 0, 0},
-                             // Grouped (s = 2 of 4 KV heads), per-group ranks, partial RoPE, MHA.
-                             LatentCase{"GroupedRank7", 8, 4, 2, 16, 16, 7, 7, 0, 70, 33, 0},
-                             LatentCase{"GroupedPerGroupRanks", 8, 4, 2, 16, 16, 5, 9, 6, 129, 0, 0},
-                             LatentCase{"PartialRope", 4, 2, 2, 16, 8, 12, 10, 0, 66, 10, 0},
-                             LatentCase{"MultiHeadOneToken", 2, 2, 1, 8, 8, 3, 4, 1, 1, 0, 0},
-                             LatentCase{"LongerDecodeRank192", 9, 3, 3, 64, 64, 192, 64, 0, 3, 4000, 0}),
-                         [](const ::testing::TestParamInfo<LatentCase>& info) {
-                           return std::string(info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LatentAttentionCases,
+    ::testing::Values(
+        // SmolLM2 shapes: n_q 9, n_kv 3, h 64.
+        LatentCase{"JointFullRankPrefill", 9, 3, 3, 64, 64, 192, 192, 0, 130, 0, 0},
+        LatentCase{"JointRank96Decode", 9, 3, 3, 64, 64, 96, 96, 0, 1, 1000, 0},
+        LatentCase{"JointRank7Continued", 9, 3, 3, 64, 64, 7, 7, 0, 77, 50, 3},
+        LatentCase{"PerHeadRank1Prefill", 9, 3, 1, 64, 64, 1, 1, 0, 65, 0, 0},
+        LatentCase{"PerHeadRank64Decode", 9, 3, 1, 64, 64, 64, 64, 0, 1, 1000, 5},
+        LatentCase{"PerHeadRank32Prefill", 9, 3, 1, 64, 64, 32, 32, 0, 200, 0, 0},
+        // Grouped (s = 2 of 4 KV heads), per-group ranks, partial RoPE, MHA.
+        LatentCase{"GroupedRank7", 8, 4, 2, 16, 16, 7, 7, 0, 70, 33, 0},
+        LatentCase{"GroupedPerGroupRanks", 8, 4, 2, 16, 16, 5, 9, 6, 129, 0, 0},
+        LatentCase{"PartialRope", 4, 2, 2, 16, 8, 12, 10, 0, 66, 10, 0},
+        LatentCase{"MultiHeadOneToken", 2, 2, 1, 8, 8, 3, 4, 1, 1, 0, 0},
+        LatentCase{"LongerDecodeRank192", 9, 3, 3, 64, 64, 192, 64, 0, 3, 4000, 0}),
+    [](const ::testing::TestParamInfo<LatentCase>& info) { return std::string(info.param.name); });
 
 TEST(LatentAttention, ChunkedCallsEqualOneCall) {
   const LatentCase c{"Chunked", 9, 3, 3, 64, 64, 48, 40, 0, 150, 0, 0};
@@ -355,7 +354,7 @@ LatentAttentionParams<float> one_group_params(const LatentCase& c, const Inputs<
 
 TEST(LatentAttention, SplitKeyRangesMergeToTheSameResult) {
   for (const LatentCase& c : {LatentCase{"Decode", 9, 3, 3, 64, 64, 40, 24, 0, 1, 1000, 0},
-                        LatentCase{"Prefill", 9, 3, 3, 64, 64, 40, 24, 0, 130, 300, 2}}) {
+                              LatentCase{"Prefill", 9, 3, 3, 64, 64, 40, 24, 0, 130, 300, 2}}) {
     const Inputs<float> in = make_inputs<float>(c);
     const RowMatrix<float> want = reference(c, in);
     for (const Index splits : {1, 2, 3, 7, 40}) {  // 40: more ranges than key blocks

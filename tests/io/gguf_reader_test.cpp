@@ -561,7 +561,7 @@ TEST(GgufReaderMalformed, RejectsAStringLengthPastTheEnd) {
   bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[1].info, 5000);  // the tensor name "b"
   EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor name has length 5000"),
-                                       HasSubstr(at(layout.tensors[1].info))));
+                                            HasSubstr(at(layout.tensors[1].info))));
 }
 
 TEST(GgufReaderMalformed, RejectsAnArrayLengthPastTheEnd) {
@@ -579,12 +579,13 @@ TEST(GgufReaderMalformed, RejectsTensorDataPastTheEnd) {
   std::vector<std::byte> bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[1].offset, 32 * 1000);
   EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b' data [32000, 32000 + 34)"),
-                                       HasSubstr("runs past the end of the file (" +
-                                                 std::to_string(bytes.size()) + " bytes)"),
-                                       HasSubstr(at(layout.tensors[1].info))));
+                                            HasSubstr("runs past the end of the file (" +
+                                                      std::to_string(bytes.size()) + " bytes)"),
+                                            HasSubstr(at(layout.tensors[1].info))));
   patch<std::uint64_t>(bytes, layout.tensors[1].offset,
                        ~std::uint64_t{31});  // near 2^64: no wrap-around
-  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("runs past the end")));
+  EXPECT_THAT(gguf_open_error(bytes),
+              AllOf(HasSubstr("tensor 'b'"), HasSubstr("runs past the end")));
 }
 
 TEST(GgufReaderMalformed, RejectsOverlappingTensorData) {
@@ -593,11 +594,12 @@ TEST(GgufReaderMalformed, RejectsOverlappingTensorData) {
   // "a" is 256 bytes at offset 0; move "b" to offset 224, inside it.
   patch<std::uint64_t>(bytes, layout.tensors[1].offset, 224);
   const std::size_t b_at = layout.data_section + 224;
-  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b'"), HasSubstr("overlaps tensor 'a'"),
-                                       HasSubstr(at(b_at))));
+  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("tensor 'b'"),
+                                            HasSubstr("overlaps tensor 'a'"), HasSubstr(at(b_at))));
   bytes = small_file().build(&layout);
   patch<std::uint64_t>(bytes, layout.tensors[2].offset, 0);  // "c" exactly on top of "a"
-  EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("overlaps"), HasSubstr("'a'"), HasSubstr("'c'")));
+  EXPECT_THAT(gguf_open_error(bytes),
+              AllOf(HasSubstr("overlaps"), HasSubstr("'a'"), HasSubstr("'c'")));
 }
 
 TEST(GgufReaderMalformed, RejectsATensorOffsetNotAMultipleOfTheAlignment) {
@@ -620,7 +622,8 @@ TEST(GgufReaderMalformed, RejectsDimensionsWhoseProductOverflows64Bits) {
   GgufBuilder c;
   c.add_tensor("negative", {~std::uint64_t{0}}, kTypeF32, {});
   const std::vector<std::byte> bytes_c = c.build(&layout);
-  EXPECT_THAT(gguf_open_error(bytes_c), AllOf(HasSubstr("'negative'"), HasSubstr("at most 2^63 - 1")));
+  EXPECT_THAT(gguf_open_error(bytes_c),
+              AllOf(HasSubstr("'negative'"), HasSubstr("at most 2^63 - 1")));
   // Elements fit in 63 bits but the byte count does not: 2^62 F32 elements are 2^64 bytes.
   GgufBuilder d;
   d.add_tensor("bytes", {std::uint64_t{1} << 62}, kTypeF32, {});
@@ -678,17 +681,17 @@ TEST(GgufReaderMalformed, RejectsUnknownValueTypesAndNonBinaryBools) {
   std::vector<std::byte> bytes = b.build(&layout);
   patch<std::uint8_t>(bytes, layout.kv_value[0], 2);
   EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("bool value of metadata key 'flag' is 2"),
-                                       HasSubstr(at(layout.kv_value[0]))));
+                                            HasSubstr(at(layout.kv_value[0]))));
   bytes = b.build(&layout);
   patch<std::uint32_t>(bytes, layout.kv_value[0] - 4, 13);
   EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("'flag' has unknown value type 13"),
-                                       HasSubstr(at(layout.kv_value[0] - 4))));
+                                            HasSubstr(at(layout.kv_value[0] - 4))));
   GgufBuilder c;
   c.add("list", meta_array<std::uint8_t>({1}));
   bytes = c.build(&layout);
   patch<std::uint32_t>(bytes, layout.kv_value[0], 77);
   EXPECT_THAT(gguf_open_error(bytes), AllOf(HasSubstr("'list' has unknown element type 77"),
-                                       HasSubstr(at(layout.kv_value[0]))));
+                                            HasSubstr(at(layout.kv_value[0]))));
 }
 
 TEST(GgufReaderMalformed, RejectsArraysNestedTooDeeply) {

@@ -199,7 +199,8 @@ TEST(ProgressiveRankSchedule, OptionsAreChecked) {
   EXPECT_EQ(ProgressiveOptions{}.spread, 2.0);
   EXPECT_EQ(ProgressiveOptions{}.condition_floor, 1e-4);
   EXPECT_EQ(ProgressiveOptions{}.products, ProgressiveRankSchedule::Products::kJoint);
-  EXPECT_EQ(ProgressiveOptions{}.group_combine, ProgressiveRankSchedule::GroupCombine::kGeometricMean);
+  EXPECT_EQ(ProgressiveOptions{}.group_combine,
+            ProgressiveRankSchedule::GroupCombine::kGeometricMean);
 }
 
 }  // namespace
