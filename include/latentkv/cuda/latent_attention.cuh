@@ -201,8 +201,11 @@ __global__ void latent_decode_merge_kernel(const LatentDecodeParams<S> p) {
   }
 }
 
-/// dst[i] = src[i] for n 16-byte words, grid-stride.
-__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, std::size_t n) {
+/// dst[i] = src[i] for n words (16 bytes: uint4), grid-stride. A template so that every
+/// translation unit including this header may define it (a plain __global__ function here was a
+/// multiple definition at link time once two .cu files of one program included the header).
+template <class Word>
+__global__ void copy_kernel(const Word* __restrict__ src, Word* __restrict__ dst, std::size_t n) {
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
   for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -342,7 +345,7 @@ void dense_decode(const LatentDecodeParams<S>& p, const LatentDecodeHostData& ho
     return cudaErrorInvalidValue;
   }
   if (bytes == 0) return cudaSuccess;
-  detail::copy_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+  detail::copy_kernel<uint4><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
       static_cast<const uint4*>(src), static_cast<uint4*>(dst), bytes / 16);
   return cudaGetLastError();
 }
