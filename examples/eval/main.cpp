@@ -145,272 +145,269 @@ std::string quant_name(const Options& o) {
   name += o.rotate == "on" ? " rotated" : " unrotated";
   if (o.sinks > 0) name += " sinks " + std::to_string(o.sinks);
   return name;
+}
 
-  /// Runs the dense model beside `cache` on the protocol's chunks (KL, top-1, both PPLs), printing
-  /// per-chunk progress to stderr.
-  template <class Cache>
-  latentkv::KlDivergenceResult evaluate_kl(
-      const latentkv::LlamaModel& model, Cache& cache, const std::vector<std::int32_t>& ids,
-      const latentkv::PerplexityOptions& options, Index chunks) {
-    latentkv::DenseKvCache dense(model.weights(), options.ctx);
-    return latentkv::kl_divergence(
-        model, dense, cache, ids, {.ctx = options.ctx, .max_chunks = options.max_chunks},
-        [&](Index chunk, double kl, double seconds) {
-          std::fprintf(stderr, "  chunk %ld/%ld: mean KL %.6f, %.1f s\n",
-                       static_cast<long>(chunk + 1), static_cast<long>(chunks), kl, seconds);
-        });
+/// Runs the dense model beside `cache` on the protocol's chunks (KL, top-1, both PPLs), printing
+/// per-chunk progress to stderr.
+template <class Cache>
+latentkv::KlDivergenceResult evaluate_kl(const latentkv::LlamaModel& model, Cache& cache,
+                                         const std::vector<std::int32_t>& ids,
+                                         const latentkv::PerplexityOptions& options, Index chunks) {
+  latentkv::DenseKvCache dense(model.weights(), options.ctx);
+  return latentkv::kl_divergence(
+      model, dense, cache, ids, {.ctx = options.ctx, .max_chunks = options.max_chunks},
+      [&](Index chunk, double kl, double seconds) {
+        std::fprintf(stderr, "  chunk %ld/%ld: mean KL %.6f, %.1f s\n",
+                     static_cast<long>(chunk + 1), static_cast<long>(chunks), kl, seconds);
+      });
+}
+
+void print_row(const char* name, const std::string& value) {
+  std::printf("| %-24s | %-16s |\n", name, value.c_str());
+}
+
+/// The compressed checkpoint at `o.budget` (its own plan when 0): re-planned by its schedule and
+/// truncated. Messages go to stderr.
+lk::CompressedModel load_compressed(const Options& o, const lk::LlamaModel& model,
+                                    const lk::BpeTokenizer& tokenizer) {
+  require_file(o.compressed, "--compressed");
+  const lk::CompressedCheckpointInfo info = lk::read_compressed_checkpoint_info(o.compressed);
+  const lk::ModelConfig& a = info.config;
+  const lk::ModelConfig& b = model.config();
+  if (a.num_layers != b.num_layers || a.d_model != b.d_model || a.num_heads != b.num_heads ||
+      a.num_kv_heads != b.num_kv_heads || a.head_dim != b.head_dim ||
+      a.vocab_size != b.vocab_size) {
+    usage_error("--compressed ", o.compressed, " was made from a model with ", a.num_layers,
+                " layers, d_model ", a.d_model, ", ", a.num_heads, "/", a.num_kv_heads,
+                " heads of ", a.head_dim, "; --model has ", b.num_layers, ", ", b.d_model, ", ",
+                b.num_heads, "/", b.num_kv_heads, " heads of ", b.head_dim);
   }
-
-  void print_row(const char* name, const std::string& value) {
-    std::printf("| %-24s | %-16s |\n", name, value.c_str());
+  lk::CompressedModel compressed = lk::load_compressed_checkpoint(o.compressed);
+  if (o.budget == 0.0) return compressed;
+  const double own = lk::compressed_plan(compressed).budget();
+  if (!(o.budget > 0.0 && o.budget <= own + 1e-12)) {
+    usage_error("--budget = ", o.budget, ", expected in (0, ", own, "] (", o.compressed.filename(),
+                " holds budget ", own, "; a larger one needs recompressing)");
   }
-
-  /// The compressed checkpoint at `o.budget` (its own plan when 0): re-planned by its schedule and
-  /// truncated. Messages go to stderr.
-  lk::CompressedModel load_compressed(const Options& o, const lk::LlamaModel& model,
-                                      const lk::BpeTokenizer& tokenizer) {
-    require_file(o.compressed, "--compressed");
-    const lk::CompressedCheckpointInfo info = lk::read_compressed_checkpoint_info(o.compressed);
-    const lk::ModelConfig& a = info.config;
-    const lk::ModelConfig& b = model.config();
-    if (a.num_layers != b.num_layers || a.d_model != b.d_model || a.num_heads != b.num_heads ||
-        a.num_kv_heads != b.num_kv_heads || a.head_dim != b.head_dim ||
-        a.vocab_size != b.vocab_size) {
-      usage_error("--compressed ", o.compressed, " was made from a model with ", a.num_layers,
-                  " layers, d_model ", a.d_model, ", ", a.num_heads, "/", a.num_kv_heads,
-                  " heads of ", a.head_dim, "; --model has ", b.num_layers, ", ", b.d_model, ", ",
-                  b.num_heads, "/", b.num_kv_heads, " heads of ", b.head_dim);
-    }
-    lk::CompressedModel compressed = lk::load_compressed_checkpoint(o.compressed);
-    if (o.budget == 0.0) return compressed;
-    const double own = lk::compressed_plan(compressed).budget();
-    if (!(o.budget > 0.0 && o.budget <= own + 1e-12)) {
-      usage_error("--budget = ", o.budget, ", expected in (0, ", own, "] (",
-                  o.compressed.filename(), " holds budget ", own,
-                  "; a larger one needs recompressing)");
-    }
-    nlohmann::json state = nlohmann::json::object();
-    if (const auto it = info.metadata.find("schedule_state"); it != info.metadata.end()) {
-      state = nlohmann::json::parse(it->second);
-    }
-    Index multiple = 1;
-    if (const auto it = info.metadata.find("multiple"); it != info.metadata.end()) {
-      multiple = std::stol(it->second);
-    }
-    const std::string& name = compressed.plan.schedule;
-    std::optional<lk::KlDivergence> divergence;
-    lk::GreedySearchRankSchedule::Divergence search;
-    if (name == "search") {
-      const Index tokens = state.value("divergence_tokens", Index{256});
-      const std::vector<std::int32_t> ids = tail_tokens(
-          tokenizer.encode(read_text(default_text(), "calibration")), tokens, "divergence_tokens");
-      divergence.emplace(model, compressed, ids);
-      search = [&](const lk::RankPlan& p) {
-        return (*divergence)(lk::expand_compressed_plan(compressed, p));
-      };
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const lk::AnyRankSchedule schedule = lk::schedule_from_state(name, state, search);
-    lk::CompressedModel out = std::visit(
-        [&](const auto& s) { return lk::rebudget(compressed, s, o.budget, multiple); }, schedule);
-    std::fprintf(stderr, "%s: re-planned %s at budget %.4g (file: %.4g) by schedule %s in %.1f s\n",
-                 kTool, o.compressed.filename().c_str(), o.budget, own, name.c_str(),
-                 seconds_since(start));
-    return out;
+  nlohmann::json state = nlohmann::json::object();
+  if (const auto it = info.metadata.find("schedule_state"); it != info.metadata.end()) {
+    state = nlohmann::json::parse(it->second);
   }
+  Index multiple = 1;
+  if (const auto it = info.metadata.find("multiple"); it != info.metadata.end()) {
+    multiple = std::stol(it->second);
+  }
+  const std::string& name = compressed.plan.schedule;
+  std::optional<lk::KlDivergence> divergence;
+  lk::GreedySearchRankSchedule::Divergence search;
+  if (name == "search") {
+    const Index tokens = state.value("divergence_tokens", Index{256});
+    const std::vector<std::int32_t> ids = tail_tokens(
+        tokenizer.encode(read_text(default_text(), "calibration")), tokens, "divergence_tokens");
+    divergence.emplace(model, compressed, ids);
+    search = [&](const lk::RankPlan& p) {
+      return (*divergence)(lk::expand_compressed_plan(compressed, p));
+    };
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const lk::AnyRankSchedule schedule = lk::schedule_from_state(name, state, search);
+  lk::CompressedModel out = std::visit(
+      [&](const auto& s) { return lk::rebudget(compressed, s, o.budget, multiple); }, schedule);
+  std::fprintf(stderr, "%s: re-planned %s at budget %.4g (file: %.4g) by schedule %s in %.1f s\n",
+               kTool, o.compressed.filename().c_str(), o.budget, own, name.c_str(),
+               seconds_since(start));
+  return out;
+}
 
-  int run(const Options& o) {
-    // Cheap checks first, before loading the model and tokenizing the text.
-    require_file(o.model, "--model");
-    if (!fs::is_regular_file(o.text)) {
-      usage_error("--text: no file at ", o.text,
-                  " (pass --text FILE or set LATENTKV_WIKITEXT to wikitext-2-raw-test.txt)");
-    }
-    if (o.ctx < 2) {
-      usage_error("--ctx = ", o.ctx, ", expected >= 2 (a chunk predicts ctx - 1 tokens)");
-    }
-    if (!o.all && o.chunks < 1) {
-      usage_error("--chunks = ", o.chunks, ", expected >= 1 (or --all)");
-    }
-    if (o.threads < 0) {
-      usage_error("--threads = ", o.threads, ", expected >= 1");
-    }
-    if (o.compressed.empty() && o.kl_divergence) {
-      usage_error(
-          "--kl-divergence needs --compressed (it compares a compressed model with --model)");
-    }
-    if (o.compressed.empty() && o.budget != 0.0) {
-      usage_error("--budget needs --compressed (a dense model has no budget to change)");
-    }
-    if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
-    const bool quantized = quantized_dtype(o.cache_dtype);
-    if (quantized && o.compressed.empty()) {
-      usage_error("--cache-dtype ", o.cache_dtype,
-                  " needs --compressed (the dense cache stores fp32 K and V)");
-    }
-    if (!quantized && (o.quant_options || !o.value_dtype.empty())) {
-      usage_error(
-          "--quant-group, --key-axis, --value-axis, --value-dtype, --rotate, --sinks and "
-          "--bytes-context need a quantized --cache-dtype (int8|int4|int3|int2|lm4|lm3|lm2), "
-          "got ",
-          o.cache_dtype);
-    }
-    if (!o.value_dtype.empty() && !quantized_dtype(o.value_dtype)) {
-      usage_error("--value-dtype = ", o.value_dtype,
-                  ", expected a quantized dtype "
-                  "(int8|int4|int3|int2|lm4|lm3|lm2)");
-    }
-    std::optional<lk::LatentQuantConfig> quant;
-    if (quantized) quant = quant_config(o);
-    if (o.threads > 0) latentkv::set_threads(o.threads);
+int run(const Options& o) {
+  // Cheap checks first, before loading the model and tokenizing the text.
+  require_file(o.model, "--model");
+  if (!fs::is_regular_file(o.text)) {
+    usage_error("--text: no file at ", o.text,
+                " (pass --text FILE or set LATENTKV_WIKITEXT to wikitext-2-raw-test.txt)");
+  }
+  if (o.ctx < 2) {
+    usage_error("--ctx = ", o.ctx, ", expected >= 2 (a chunk predicts ctx - 1 tokens)");
+  }
+  if (!o.all && o.chunks < 1) {
+    usage_error("--chunks = ", o.chunks, ", expected >= 1 (or --all)");
+  }
+  if (o.threads < 0) {
+    usage_error("--threads = ", o.threads, ", expected >= 1");
+  }
+  if (o.compressed.empty() && o.kl_divergence) {
+    usage_error("--kl-divergence needs --compressed (it compares a compressed model with --model)");
+  }
+  if (o.compressed.empty() && o.budget != 0.0) {
+    usage_error("--budget needs --compressed (a dense model has no budget to change)");
+  }
+  if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
+  const bool quantized = quantized_dtype(o.cache_dtype);
+  if (quantized && o.compressed.empty()) {
+    usage_error("--cache-dtype ", o.cache_dtype,
+                " needs --compressed (the dense cache stores fp32 K and V)");
+  }
+  if (!quantized && (o.quant_options || !o.value_dtype.empty())) {
+    usage_error(
+        "--quant-group, --key-axis, --value-axis, --value-dtype, --rotate, --sinks and "
+        "--bytes-context need a quantized --cache-dtype (int8|int4|int3|int2|lm4|lm3|lm2), "
+        "got ",
+        o.cache_dtype);
+  }
+  if (!o.value_dtype.empty() && !quantized_dtype(o.value_dtype)) {
+    usage_error("--value-dtype = ", o.value_dtype,
+                ", expected a quantized dtype "
+                "(int8|int4|int3|int2|lm4|lm3|lm2)");
+  }
+  std::optional<lk::LatentQuantConfig> quant;
+  if (quantized) quant = quant_config(o);
+  if (o.threads > 0) latentkv::set_threads(o.threads);
 
-    const auto load_start = std::chrono::steady_clock::now();
-    const latentkv::GgufReader reader = latentkv::GgufReader::open(o.model);
-    const latentkv::LlamaModel model = latentkv::LlamaModel::from_gguf(reader);
-    const latentkv::BpeTokenizer tokenizer = latentkv::BpeTokenizer::from_gguf(reader);
-    const double load_seconds = seconds_since(load_start);
-    const latentkv::ModelConfig& c = model.config();
-    std::fprintf(stderr,
-                 "%s: %s: %s, %ld layers, d_model %ld, %ld/%ld heads of %ld, vocab %ld (loaded as "
-                 "fp32 in %.1f s)\n",
-                 kTool, o.model.filename().c_str(), c.architecture.c_str(),
-                 static_cast<long>(c.num_layers), static_cast<long>(c.d_model),
-                 static_cast<long>(c.num_heads), static_cast<long>(c.num_kv_heads),
-                 static_cast<long>(c.head_dim), static_cast<long>(c.vocab_size), load_seconds);
+  const auto load_start = std::chrono::steady_clock::now();
+  const latentkv::GgufReader reader = latentkv::GgufReader::open(o.model);
+  const latentkv::LlamaModel model = latentkv::LlamaModel::from_gguf(reader);
+  const latentkv::BpeTokenizer tokenizer = latentkv::BpeTokenizer::from_gguf(reader);
+  const double load_seconds = seconds_since(load_start);
+  const latentkv::ModelConfig& c = model.config();
+  std::fprintf(stderr,
+               "%s: %s: %s, %ld layers, d_model %ld, %ld/%ld heads of %ld, vocab %ld (loaded as "
+               "fp32 in %.1f s)\n",
+               kTool, o.model.filename().c_str(), c.architecture.c_str(),
+               static_cast<long>(c.num_layers), static_cast<long>(c.d_model),
+               static_cast<long>(c.num_heads), static_cast<long>(c.num_kv_heads),
+               static_cast<long>(c.head_dim), static_cast<long>(c.vocab_size), load_seconds);
 
-    const auto tokenize_start = std::chrono::steady_clock::now();
-    const std::vector<std::int32_t> ids = tokenizer.encode(read_text(o.text, "--text"));
-    const auto num_ids = static_cast<Index>(ids.size());
-    std::fprintf(stderr, "%s: %s: %ld tokens (no BOS) in %.2f s, %ld chunks of %ld\n", kTool,
-                 o.text.filename().c_str(), static_cast<long>(num_ids),
-                 seconds_since(tokenize_start), static_cast<long>(num_ids / o.ctx),
-                 static_cast<long>(o.ctx));
-    if (num_ids < o.ctx) {
-      usage_error("--text ", o.text, " has ", num_ids, " tokens, fewer than one chunk of --ctx ",
-                  o.ctx);
-    }
-    if (!o.all && o.chunks > num_ids / o.ctx) {
-      usage_error("--chunks = ", o.chunks, " but ", o.text, " has only ", num_ids / o.ctx,
-                  " chunks of ", o.ctx, " tokens (use --all for every chunk)");
-    }
-    const latentkv::PerplexityOptions options{.ctx = o.ctx, .max_chunks = o.all ? 0 : o.chunks};
-    const Index chunks = o.all ? num_ids / o.ctx : o.chunks;
+  const auto tokenize_start = std::chrono::steady_clock::now();
+  const std::vector<std::int32_t> ids = tokenizer.encode(read_text(o.text, "--text"));
+  const auto num_ids = static_cast<Index>(ids.size());
+  std::fprintf(stderr, "%s: %s: %ld tokens (no BOS) in %.2f s, %ld chunks of %ld\n", kTool,
+               o.text.filename().c_str(), static_cast<long>(num_ids), seconds_since(tokenize_start),
+               static_cast<long>(num_ids / o.ctx), static_cast<long>(o.ctx));
+  if (num_ids < o.ctx) {
+    usage_error("--text ", o.text, " has ", num_ids, " tokens, fewer than one chunk of --ctx ",
+                o.ctx);
+  }
+  if (!o.all && o.chunks > num_ids / o.ctx) {
+    usage_error("--chunks = ", o.chunks, " but ", o.text, " has only ", num_ids / o.ctx,
+                " chunks of ", o.ctx, " tokens (use --all for every chunk)");
+  }
+  const latentkv::PerplexityOptions options{.ctx = o.ctx, .max_chunks = o.all ? 0 : o.chunks};
+  const Index chunks = o.all ? num_ids / o.ctx : o.chunks;
 
-    latentkv::PerplexityResult r;
-    std::optional<latentkv::KlDivergenceResult> kl;
-    std::string cache_name = "dense fp32";
-    double budget = 1.0;
-    double bytes_per_token = 0.0;  // exact (quantized: at --bytes-context)
-    Index numbers_per_token = 2 * c.num_layers * c.kv_dim();
-    if (o.compressed.empty()) {
-      latentkv::DenseKvCache cache(model.weights(), o.ctx);
-      r = evaluate(model, cache, ids, options, chunks);
-    } else {
-      const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
-      budget = compressed.plan.budget();
-      cache_name = "latent " + (quant ? quant_name(o) : o.cache_dtype) + " (" +
-                   compressed.grouping + ", " + compressed.plan.schedule + ", budget " +
-                   format("%.4f", compressed.plan.budget()) + ")";
-      const auto run_through = [&](auto& cache) {
-        if (o.kl_divergence) {
-          kl = evaluate_kl(model, cache, ids, options, chunks);
-          r = kl->test;
-        } else {
-          r = evaluate(model, cache, ids, options, chunks);
-        }
-        numbers_per_token = cache.numbers_per_token();
-      };
-      if (quant) {
-        lk::QuantizedLatentKvCache cache(model.weights(), compressed, *quant, o.ctx);
-        run_through(cache);
-        bytes_per_token = cache.bytes_per_token_at(o.bytes_context);
-      } else if (o.cache_dtype == "f16") {
-        lk::LatentKvCache<std::uint16_t> cache(model.weights(), compressed, o.ctx);
-        run_through(cache);
+  latentkv::PerplexityResult r;
+  std::optional<latentkv::KlDivergenceResult> kl;
+  std::string cache_name = "dense fp32";
+  double budget = 1.0;
+  double bytes_per_token = 0.0;  // exact (quantized: at --bytes-context)
+  Index numbers_per_token = 2 * c.num_layers * c.kv_dim();
+  if (o.compressed.empty()) {
+    latentkv::DenseKvCache cache(model.weights(), o.ctx);
+    r = evaluate(model, cache, ids, options, chunks);
+  } else {
+    const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
+    budget = compressed.plan.budget();
+    cache_name = "latent " + (quant ? quant_name(o) : o.cache_dtype) + " (" + compressed.grouping +
+                 ", " + compressed.plan.schedule + ", budget " +
+                 format("%.4f", compressed.plan.budget()) + ")";
+    const auto run_through = [&](auto& cache) {
+      if (o.kl_divergence) {
+        kl = evaluate_kl(model, cache, ids, options, chunks);
+        r = kl->test;
       } else {
-        lk::LatentKvCache<float> cache(model.weights(), compressed, o.ctx);
-        run_through(cache);
+        r = evaluate(model, cache, ids, options, chunks);
       }
+      numbers_per_token = cache.numbers_per_token();
+    };
+    if (quant) {
+      lk::QuantizedLatentKvCache cache(model.weights(), compressed, *quant, o.ctx);
+      run_through(cache);
+      bytes_per_token = cache.bytes_per_token_at(o.bytes_context);
+    } else if (o.cache_dtype == "f16") {
+      lk::LatentKvCache<std::uint16_t> cache(model.weights(), compressed, o.ctx);
+      run_through(cache);
+    } else {
+      lk::LatentKvCache<float> cache(model.weights(), compressed, o.ctx);
+      run_through(cache);
     }
-    if (!quant) bytes_per_token = static_cast<double>(r.kv_bytes_per_token);
-    const std::int64_t dense_bytes = 2 * c.num_layers * c.kv_dim() * 4;
-    const double dense_fp16_bytes = 2.0 * static_cast<double>(c.num_layers * c.kv_dim()) * 2.0;
-    const double bits_per_number = 8.0 * bytes_per_token / static_cast<double>(numbers_per_token);
-
-    std::printf("\n%s: %s, %s KV cache, %d threads\n\n", kTool, o.model.filename().c_str(),
-                cache_name.c_str(), latentkv::max_threads());
-    std::printf("| %-24s | %-16s |\n|%s|%s|\n", "metric", "value", std::string(26, '-').c_str(),
-                std::string(18, '-').c_str());
-    print_row("PPL", format("%.4f", r.ppl));
-    print_row("mean NLL (nats)", format("%.6f", r.mean_nll));
-    print_row("ctx", std::to_string(r.ctx));
-    print_row("chunks", std::to_string(r.chunks) + " of " + std::to_string(r.available_chunks));
-    print_row("tokens", std::to_string(r.tokens));
-    print_row("seconds", format("%.1f", r.seconds));
-    print_row("tokens/s", format("%.1f", r.tokens_per_second()));
-    print_row("KV bytes per token",
-              quant ? format("%.2f (at %ld)", bytes_per_token, static_cast<long>(o.bytes_context))
-                    : std::to_string(r.kv_bytes_per_token));
-    print_row("bits per cached number", format("%.3f", bits_per_number));
-    print_row("KV vs dense fp32",
-              format("%.4f", bytes_per_token / static_cast<double>(dense_bytes)));
-    print_row("KV vs dense fp16", format("%.4f", bytes_per_token / dense_fp16_bytes));
-    if (kl) {
-      print_row("dense PPL (same pass)", format("%.4f", kl->reference.ppl));
-      print_row("PPL vs dense", format("%+.2f%%", 100.0 * (r.ppl / kl->reference.ppl - 1.0)));
-      print_row("mean KL (nats/token)", format("%.6f", kl->mean_kl));
-      print_row("KL 99th percentile", format("%.6f", kl->kl_p99));
-      print_row("KL median", format("%.6f", kl->kl_median));
-      print_row("KL max", format("%.6f", kl->kl_max));
-      print_row("same top-1", format("%.4f%%", 100.0 * kl->same_top1));
-    }
-    if (!o.json.empty()) {
-      nlohmann::json j;
-      j["model"] = o.model.filename().string();
-      j["compressed"] = o.compressed.empty() ? "" : o.compressed.filename().string();
-      j["cache"] = cache_name;
-      j["ppl"] = r.ppl;
-      j["mean_nll"] = r.mean_nll;
-      j["chunk_nll"] = r.chunk_nll;
-      j["ctx"] = r.ctx;
-      j["chunks"] = r.chunks;
-      j["tokens"] = r.tokens;
-      j["seconds"] = r.seconds;
-      j["tokens_per_second"] = r.tokens_per_second();
-      j["kv_bytes_per_token"] = r.kv_bytes_per_token;
-      j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
-      j["kv_bytes_per_token_exact"] = bytes_per_token;
-      j["kv_vs_dense_fp16"] = bytes_per_token / dense_fp16_bytes;
-      j["bits_per_number"] = bits_per_number;
-      j["numbers_per_token"] = numbers_per_token;
-      j["cache_dtype"] = o.compressed.empty() ? "f32" : o.cache_dtype;
-      if (quant) {
-        j["quant"] = {{"key_dtype", o.cache_dtype},
-                      {"value_dtype", o.value_dtype.empty() ? o.cache_dtype : o.value_dtype},
-                      {"group_size", o.quant_group},
-                      {"key_axis", o.key_axis},
-                      {"value_axis", o.value_axis},
-                      {"rotate", quant->rotate},
-                      {"sinks", o.sinks},
-                      {"bytes_context", o.bytes_context}};
-      }
-      j["budget"] = budget;
-      if (kl) {
-        j["kl_divergence"] = {{"reference", "dense fp32"},
-                              {"mean", kl->mean_kl},
-                              {"p99", kl->kl_p99},
-                              {"median", kl->kl_median},
-                              {"max", kl->kl_max},
-                              {"same_top1", kl->same_top1},
-                              {"chunk_kl", kl->chunk_kl},
-                              {"dense_ppl", kl->reference.ppl},
-                              {"dense_mean_nll", kl->reference.mean_nll},
-                              {"dense_chunk_nll", kl->reference.chunk_nll}};
-      }
-      write_text_atomically(o.json, j.dump(2) + "\n", "latentkv-eval: --json");
-    }
-    return 0;
   }
+  if (!quant) bytes_per_token = static_cast<double>(r.kv_bytes_per_token);
+  const std::int64_t dense_bytes = 2 * c.num_layers * c.kv_dim() * 4;
+  const double dense_fp16_bytes = 2.0 * static_cast<double>(c.num_layers * c.kv_dim()) * 2.0;
+  const double bits_per_number = 8.0 * bytes_per_token / static_cast<double>(numbers_per_token);
+
+  std::printf("\n%s: %s, %s KV cache, %d threads\n\n", kTool, o.model.filename().c_str(),
+              cache_name.c_str(), latentkv::max_threads());
+  std::printf("| %-24s | %-16s |\n|%s|%s|\n", "metric", "value", std::string(26, '-').c_str(),
+              std::string(18, '-').c_str());
+  print_row("PPL", format("%.4f", r.ppl));
+  print_row("mean NLL (nats)", format("%.6f", r.mean_nll));
+  print_row("ctx", std::to_string(r.ctx));
+  print_row("chunks", std::to_string(r.chunks) + " of " + std::to_string(r.available_chunks));
+  print_row("tokens", std::to_string(r.tokens));
+  print_row("seconds", format("%.1f", r.seconds));
+  print_row("tokens/s", format("%.1f", r.tokens_per_second()));
+  print_row("KV bytes per token",
+            quant ? format("%.2f (at %ld)", bytes_per_token, static_cast<long>(o.bytes_context))
+                  : std::to_string(r.kv_bytes_per_token));
+  print_row("bits per cached number", format("%.3f", bits_per_number));
+  print_row("KV vs dense fp32", format("%.4f", bytes_per_token / static_cast<double>(dense_bytes)));
+  print_row("KV vs dense fp16", format("%.4f", bytes_per_token / dense_fp16_bytes));
+  if (kl) {
+    print_row("dense PPL (same pass)", format("%.4f", kl->reference.ppl));
+    print_row("PPL vs dense", format("%+.2f%%", 100.0 * (r.ppl / kl->reference.ppl - 1.0)));
+    print_row("mean KL (nats/token)", format("%.6f", kl->mean_kl));
+    print_row("KL 99th percentile", format("%.6f", kl->kl_p99));
+    print_row("KL median", format("%.6f", kl->kl_median));
+    print_row("KL max", format("%.6f", kl->kl_max));
+    print_row("same top-1", format("%.4f%%", 100.0 * kl->same_top1));
+  }
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["model"] = o.model.filename().string();
+    j["compressed"] = o.compressed.empty() ? "" : o.compressed.filename().string();
+    j["cache"] = cache_name;
+    j["ppl"] = r.ppl;
+    j["mean_nll"] = r.mean_nll;
+    j["chunk_nll"] = r.chunk_nll;
+    j["ctx"] = r.ctx;
+    j["chunks"] = r.chunks;
+    j["tokens"] = r.tokens;
+    j["seconds"] = r.seconds;
+    j["tokens_per_second"] = r.tokens_per_second();
+    j["kv_bytes_per_token"] = r.kv_bytes_per_token;
+    j["kv_bytes_per_token_dense_fp32"] = dense_bytes;
+    j["kv_bytes_per_token_exact"] = bytes_per_token;
+    j["kv_vs_dense_fp16"] = bytes_per_token / dense_fp16_bytes;
+    j["bits_per_number"] = bits_per_number;
+    j["numbers_per_token"] = numbers_per_token;
+    j["cache_dtype"] = o.compressed.empty() ? "f32" : o.cache_dtype;
+    if (quant) {
+      j["quant"] = {{"key_dtype", o.cache_dtype},
+                    {"value_dtype", o.value_dtype.empty() ? o.cache_dtype : o.value_dtype},
+                    {"group_size", o.quant_group},
+                    {"key_axis", o.key_axis},
+                    {"value_axis", o.value_axis},
+                    {"rotate", quant->rotate},
+                    {"sinks", o.sinks},
+                    {"bytes_context", o.bytes_context}};
+    }
+    j["budget"] = budget;
+    if (kl) {
+      j["kl_divergence"] = {{"reference", "dense fp32"},
+                            {"mean", kl->mean_kl},
+                            {"p99", kl->kl_p99},
+                            {"median", kl->kl_median},
+                            {"max", kl->kl_max},
+                            {"same_top1", kl->same_top1},
+                            {"chunk_kl", kl->chunk_kl},
+                            {"dense_ppl", kl->reference.ppl},
+                            {"dense_mean_nll", kl->reference.mean_nll},
+                            {"dense_chunk_nll", kl->reference.chunk_nll}};
+    }
+    write_text_atomically(o.json, j.dump(2) + "\n", "latentkv-eval: --json");
+  }
+  return 0;
+}
 
 }  // namespace
 
