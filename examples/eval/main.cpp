@@ -8,13 +8,19 @@
 //                 [--kl-divergence]
 //   --cache-dtype D: f32 | f16 | int8 | int4 | int3 | int2 (uniform asymmetric, fp16 scale and
 //         zero per group) | lm4 | lm3 | lm2 (Gaussian Lloyd-Max levels, fp16 mean and RMS per
-//         group); quantized latents (quant/latent_codec.hpp) take
+//         group) | auto (a rank and a bit width per latent, chosen for --budget in bytes out of
+//         --bits, default 16,8,4,3,2; schedule/rank_bits_planner.hpp); quantized latents
+//         (quant/latent_codec.hpp) take
 //         --quant-group G (64)  --key-axis token|channel (token)  --value-axis token|channel
 //         (token)  --value-dtype D (the values' own codec; default: as --cache-dtype)
 //         --rotate on|off (on: Walsh–Hadamard rotation folded into the factors)  --sinks N (0)
 //         --bytes-context T (4096: the context sinks and windows are counted at)
-//   --budget B < C's own: re-planned by C's schedule on C's spectra and applied by truncation
-//         (compress/elastic.hpp); a search plan re-runs its search on C's factors, from C's plan
+//   --budget B: the kept fraction of the dense fp16 KV cache's bytes per token (every code, scale,
+//         zero, sink and window byte, at --bytes-context). f32/f16: B < C's own, re-planned by C's
+//         schedule on C's spectra and applied by truncation (compress/elastic.hpp; fp16 latents:
+//         bytes = numbers); a search plan re-runs its search on C's factors, from C's plan.
+//         Quantized dtypes: ranks (≤ C's) and, for auto, bits planned together for B bytes by
+//         the rank × bits planner on C's spectra and C's sensitivity weights (when C has them)
 //   text  (default $LATENTKV_WIKITEXT, else the shared WikiText-2 test split) tokenized as one
 //         string, no BOS → chunks of ctx tokens (short tail dropped) → each chunk from an empty
 //         KV cache → PPL = exp(mean NLL of the ctx − 1 predictions per chunk)
@@ -25,6 +31,7 @@
 // bytes per token, bits per cached number, KV vs the dense fp16 cache) to stdout. Exit status 1
 // with "latentkv-eval: error: ..." on bad input.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -54,6 +61,7 @@
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
 #include "latentkv/model/llama_model.hpp"
+#include "latentkv/schedule/rank_bits_planner.hpp"
 #include "latentkv/text/tokenizer.hpp"
 
 namespace {
@@ -81,9 +89,12 @@ struct Options {
   Index ctx = 1024;
   Index chunks = 4;
   bool all = false;
-  int threads = 0;             // 0: OpenMP's default (every core)
-  fs::path json;               // also write the result as JSON here
-  bool kl_divergence = false;  // also KL(dense ‖ compressed) and top-1 agreement
+  int threads = 0;                   // 0: OpenMP's default (every core)
+  fs::path json;                     // also write the result as JSON here
+  bool kl_divergence = false;        // also KL(dense ‖ compressed) and top-1 agreement
+  std::string bits = "16,8,4,3,2";   // --cache-dtype auto: the widths to choose from
+  std::vector<double> noise_weight;  // planner γ_K, γ_V (empty: the planner's defaults)
+  bool bits_given = false;
 };
 
 /// Runs the protocol through `cache`, printing per-chunk progress to stderr.
@@ -101,15 +112,47 @@ latentkv::PerplexityResult evaluate(const latentkv::LlamaModel& model, Cache& ca
       });
 }
 
-/// Whether --cache-dtype names a quantized codec.
+/// Whether --cache-dtype names a quantized codec (auto: bits chosen per latent).
 bool quantized_dtype(const std::string& dtype) { return dtype != "f32" && dtype != "f16"; }
+
+/// The bit width a dtype name stands for ("int4" → 4, "lm3" → 3).
+int dtype_bits(const std::string& dtype) {
+  return std::stoi(dtype.substr(dtype.starts_with("lm") ? 2 : 3));
+}
+
+/// --bits "16,8,4" → {16, 8, 4} (each 2, 3, 4, 8 or 16, no repeats).
+std::vector<int> parse_bits(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    int b = 0;
+    try {
+      std::size_t used = 0;
+      b = std::stoi(item, &used);
+      if (used != item.size()) b = 0;
+    } catch (const std::exception&) {
+      b = 0;
+    }
+    if (b != 2 && b != 3 && b != 4 && b != 8 && b != 16) {
+      usage_error("--bits = ", text, ": \"", item,
+                  "\" is not a bit width, expected a comma-separated list out of 2, 3, 4, 8, 16");
+    }
+    if (std::find(out.begin(), out.end(), b) != out.end()) {
+      usage_error("--bits = ", text, ": ", b, " appears twice");
+    }
+    out.push_back(b);
+  }
+  if (out.empty()) usage_error("--bits is empty, expected e.g. 16,8,4,3,2");
+  return out;
+}
 
 /// One side's codec from its dtype name ("int4", "lm3", ...) and the shared options.
 lk::LatentCodec codec_from(const std::string& dtype, const std::string& axis, const Options& o,
                            const char* option) {
   lk::LatentCodec c;
   c.grid = dtype.starts_with("lm") ? lk::QuantGrid::kLloydMax : lk::QuantGrid::kUniform;
-  c.bits = std::stoi(dtype.substr(dtype.starts_with("lm") ? 2 : 3));
+  c.bits = dtype == "auto" ? 4 : dtype_bits(dtype);  // auto: bits come from the plan
   c.axis = axis == "channel" ? lk::QuantAxis::kPerChannel : lk::QuantAxis::kPerToken;
   c.group_size = o.quant_group;
   c.sinks = o.sinks;
@@ -141,6 +184,7 @@ lk::LatentQuantConfig quant_config(const Options& o) {
 std::string quant_name(const Options& o) {
   const std::string value = o.value_dtype.empty() ? o.cache_dtype : o.value_dtype;
   std::string name = o.cache_dtype == value ? o.cache_dtype : "K " + o.cache_dtype + " V " + value;
+  if (o.cache_dtype == "auto") name = "auto{" + o.bits + "}";
   name += " g" + std::to_string(o.quant_group) + " K:" + o.key_axis + " V:" + o.value_axis;
   name += o.rotate == "on" ? " rotated" : " unrotated";
   if (o.sinks > 0) name += " sinks " + std::to_string(o.sinks);
@@ -183,7 +227,7 @@ lk::CompressedModel load_compressed(const Options& o, const lk::LlamaModel& mode
                 b.num_heads, "/", b.num_kv_heads, " heads of ", b.head_dim);
   }
   lk::CompressedModel compressed = lk::load_compressed_checkpoint(o.compressed);
-  if (o.budget == 0.0) return compressed;
+  if (o.budget == 0.0 || quantized_dtype(o.cache_dtype)) return compressed;  // see plan_bytes()
   const double own = lk::compressed_plan(compressed).budget();
   if (!(o.budget > 0.0 && o.budget <= own + 1e-12)) {
     usage_error("--budget = ", o.budget, ", expected in (0, ", own, "] (", o.compressed.filename(),
@@ -216,6 +260,103 @@ lk::CompressedModel load_compressed(const Options& o, const lk::LlamaModel& mode
   std::fprintf(stderr, "%s: re-planned %s at budget %.4g (file: %.4g) by schedule %s in %.1f s\n",
                kTool, o.compressed.filename().c_str(), o.budget, own, name.c_str(),
                seconds_since(start));
+  return out;
+}
+
+/// A quantized cache at --budget: the model truncated to the planned ranks and the codecs' bits
+/// per latent (schedule/rank_bits_planner.hpp), for B of the dense fp16 cache's bytes per token.
+struct BytePlan {
+  lk::CompressedModel model;
+  lk::LatentQuantConfig quant;
+  nlohmann::json plan;  // RankBitsPlan::to_json() + the weights used
+};
+
+BytePlan plan_bytes(const Options& o, const lk::CompressedModel& file,
+                    const lk::LatentQuantConfig& quant) {
+  if (!(o.budget > 0.0 && o.budget <= 1.0)) {
+    usage_error("--budget = ", o.budget,
+                ", expected in (0, 1] (the kept fraction of the dense fp16 "
+                "KV cache's bytes)");
+  }
+  const lk::CompressedCheckpointInfo info = lk::read_compressed_checkpoint_info(o.compressed);
+  nlohmann::json state = nlohmann::json::object();
+  if (const auto it = info.metadata.find("schedule_state"); it != info.metadata.end()) {
+    state = nlohmann::json::parse(it->second);
+  }
+  lk::RankBitsPlanner::Options options;
+  options.bits =
+      o.cache_dtype == "auto" ? parse_bits(o.bits) : std::vector<int>{dtype_bits(o.cache_dtype)};
+  options.key = quant.key;
+  options.value = quant.value;
+  options.context = o.bytes_context;
+  if (!o.noise_weight.empty()) {
+    if (o.noise_weight.size() > 2 || o.noise_weight[0] < 0.0 || o.noise_weight.back() < 0.0) {
+      usage_error("--noise-weight expects one or two numbers >= 0 (keys, values)");
+    }
+    options.key_noise_weight = o.noise_weight.front();
+    options.value_noise_weight = o.noise_weight.back();
+  }
+  const bool weighted = file.plan.schedule == "sensitivity" && state.contains("k_weights") &&
+                        state.contains("v_weights");
+  if (weighted) {
+    options.alpha = state.value("alpha", options.alpha);
+    options.weight_floor = state.value("weight_floor", options.weight_floor);
+  }
+  const std::vector<Index> layers = lk::compressed_layers(file);
+  const lk::ModelConfig& c = file.config;
+  const double dense_fp16 = 2.0 * static_cast<double>(c.num_layers * c.kv_dim()) * 2.0;
+  const double dense_layers =
+      static_cast<double>(c.num_layers - static_cast<Index>(layers.size())) * 2.0 *
+      static_cast<double>(c.kv_dim()) * 4.0;  // fp32 K, V
+  const double available = o.budget * dense_fp16 - dense_layers;
+  const auto start = std::chrono::steady_clock::now();
+  const lk::RankProblem problem = lk::spectra_of(file);
+  const lk::RankPlan ceiling = lk::compressed_plan(file);
+  const auto make = [&]() -> lk::RankBitsPlanner {
+    if (!weighted) return lk::RankBitsPlanner(options);
+    std::vector<double> k = state["k_weights"].get<std::vector<double>>();
+    std::vector<double> v = state["v_weights"].get<std::vector<double>>();
+    std::vector<double> k_planned;
+    std::vector<double> v_planned;
+    for (const Index l : layers) {
+      k_planned.push_back(k.at(static_cast<std::size_t>(l)));
+      v_planned.push_back(v.at(static_cast<std::size_t>(l)));
+    }
+    return lk::RankBitsPlanner(std::move(k_planned), std::move(v_planned), options);
+  };
+  const lk::RankBitsPlanner planner = make();
+  if (available < planner.min_bytes(problem, ceiling) - 1e-9) {
+    usage_error("--budget = ", o.budget, ": no plan of ranks and bits out of {", o.bits,
+                "} fits in ", format("%.1f", o.budget * dense_fp16),
+                " bytes per token; the smallest takes ",
+                format("%.1f", planner.min_bytes(problem, ceiling) + dense_layers), " (",
+                format("%.4f", (planner.min_bytes(problem, ceiling) + dense_layers) / dense_fp16),
+                " of fp16)");
+  }
+  const lk::RankBitsPlan plan = planner.plan(problem, available, ceiling);
+  BytePlan out{file.truncated(lk::expand_compressed_plan(file, plan.ranks)), quant, plan.to_json()};
+  out.quant.layer_bits.assign(static_cast<std::size_t>(c.num_layers), lk::LayerBits{});
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    out.quant.layer_bits[static_cast<std::size_t>(layers[i])] = plan.bits[i];
+  }
+  out.plan["weights"] = weighted ? "sensitivity (the file's)" : "uniform";
+  out.plan["model_layers"] = layers;
+  double numbers = 0.0;
+  double bits = 0.0;
+  for (std::size_t i = 0; i < plan.bits.size(); ++i) {
+    const lk::LayerRanks& r = plan.ranks.layers[i];
+    for (std::size_t g = 0; g < r.k.size(); ++g) {
+      numbers += static_cast<double>(r.k[g] + r.v[g]);
+      bits += static_cast<double>(r.k[g] * plan.bits[i].k[g] + r.v[g] * plan.bits[i].v[g]);
+    }
+  }
+  std::fprintf(stderr,
+               "%s: planned ranks and bits for budget %.4g (%.1f bytes per token) in %.1f s: "
+               "%.0f latent numbers per token (%.3f of dense), %.2f code bits per number on "
+               "average, %s weights\n",
+               kTool, o.budget, o.budget * dense_fp16, seconds_since(start), numbers,
+               numbers / static_cast<double>(2 * c.num_layers * c.kv_dim()), bits / numbers,
+               weighted ? "sensitivity" : "uniform");
   return out;
 }
 
@@ -259,6 +400,16 @@ int run(const Options& o) {
                 ", expected a quantized dtype "
                 "(int8|int4|int3|int2|lm4|lm3|lm2)");
   }
+  if (o.cache_dtype == "auto" && o.budget == 0.0) {
+    usage_error("--cache-dtype auto needs --budget (the bytes its ranks and bits are planned for)");
+  }
+  if (o.bits_given && o.cache_dtype != "auto") {
+    usage_error("--bits needs --cache-dtype auto (got ", o.cache_dtype, ")");
+  }
+  if (o.cache_dtype == "auto") (void)parse_bits(o.bits);
+  if (!o.value_dtype.empty() && o.cache_dtype == "auto") {
+    usage_error("--value-dtype with --cache-dtype auto: the plan chooses both sides' bits");
+  }
   std::optional<lk::LatentQuantConfig> quant;
   if (quantized) quant = quant_config(o);
   if (o.threads > 0) latentkv::set_threads(o.threads);
@@ -296,6 +447,7 @@ int run(const Options& o) {
 
   latentkv::PerplexityResult r;
   std::optional<latentkv::KlDivergenceResult> kl;
+  nlohmann::json byte_plan;  // quantized at --budget: the rank × bits plan
   std::string cache_name = "dense fp32";
   double budget = 1.0;
   double bytes_per_token = 0.0;  // exact (quantized: at --bytes-context)
@@ -304,7 +456,13 @@ int run(const Options& o) {
     latentkv::DenseKvCache cache(model.weights(), o.ctx);
     r = evaluate(model, cache, ids, options, chunks);
   } else {
-    const lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
+    lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
+    if (quant && o.budget != 0.0) {
+      BytePlan planned = plan_bytes(o, compressed, *quant);
+      compressed = std::move(planned.model);
+      quant = std::move(planned.quant);
+      byte_plan = std::move(planned.plan);
+    }
     budget = compressed.plan.budget();
     cache_name = "latent " + (quant ? quant_name(o) : o.cache_dtype) + " (" + compressed.grouping +
                  ", " + compressed.plan.schedule + ", budget " +
@@ -391,7 +549,9 @@ int run(const Options& o) {
                     {"sinks", o.sinks},
                     {"bytes_context", o.bytes_context}};
     }
-    j["budget"] = budget;
+    j["budget"] = budget;  // the plan's kept fraction of latent numbers
+    if (o.budget != 0.0) j["budget_requested"] = o.budget;
+    if (!byte_plan.is_null()) j["rank_bits_plan"] = byte_plan;
     if (kl) {
       j["kl_divergence"] = {{"reference", "dense fp32"},
                             {"mean", kl->mean_kl},
@@ -430,13 +590,23 @@ int main(int argc, char** argv) {
       "compressed checkpoint of --model (latentkv-compress): evaluate through its latent "
       "KV cache");
   app.add_option("--budget", o.budget,
-                 "with --compressed: a smaller budget than the file's, re-planned and truncated");
+                 "with --compressed: the kept fraction of the dense fp16 KV cache's bytes per "
+                 "token (f32/f16: a smaller budget than the file's, re-planned and truncated; "
+                 "quantized: ranks and bits planned for it)");
+  CLI::Option* bits_option = app.add_option(
+      "--bits", o.bits, "--cache-dtype auto: the bit widths to choose from (16 = fp16)");
+  bits_option->capture_default_str();
+  app.add_option("--noise-weight", o.noise_weight,
+                 "quantized --budget: the planner's cost of quantization noise against truncated "
+                 "energy, for keys and values (one or two numbers; default: the calibrated ones)")
+      ->delimiter(',');
   app.add_option("--json", o.json, "also write the result as JSON to this file");
   const std::vector<std::string> dtypes = {"f32",  "f16", "int8", "int4", "int3",
-                                           "int2", "lm4", "lm3",  "lm2"};
+                                           "int2", "lm4", "lm3",  "lm2",  "auto"};
   app.add_option("--cache-dtype", o.cache_dtype,
                  "with --compressed: latent storage f32|f16, or quantized int8|int4|int3|int2 "
-                 "(uniform) or lm4|lm3|lm2 (Gaussian Lloyd-Max)")
+                 "(uniform) or lm4|lm3|lm2 (Gaussian Lloyd-Max), or auto (ranks and bits "
+                 "planned for --budget in bytes)")
       ->capture_default_str()
       ->check(CLI::IsMember(dtypes));
   app.add_option("--value-dtype", o.value_dtype,
@@ -465,6 +635,7 @@ int main(int argc, char** argv) {
                "KL(dense || compressed) per token (mean, 99th percentile) and top-1 agreement");
   CLI11_PARSE(app, argc, argv);
   for (const CLI::Option* option : quant_options) o.quant_options |= option->count() > 0;
+  o.bits_given = bits_option->count() > 0;
   try {
     return run(o);
   } catch (const std::exception& e) {

@@ -339,12 +339,49 @@ TEST_F(LatentKvCacheTest, QuantizedReportsBytesOfEveryScaleAndSink) {
   EXPECT_EQ(cache.numbers_per_token(), 2 * (8 + 6) + 2 * 16);
 }
 
+TEST_F(LatentKvCacheTest, QuantizedTakesBitsPerLayerSideAndGroup) {
+  // layer_bits of 16 everywhere (unrotated) is the fp16 latent cache; mixed bits count each
+  // group's own codec in the bytes; a wrong shape names the layer and side.
+  const CompressedModel compressed =
+      testing::latent_factors(weights(), PerHeadGrouping{}, 8, 6, std::vector<Index>{1});
+  LatentQuantConfig q = quant_config(4, QuantAxis::kPerToken, false);
+  q.layer_bits = {LayerBits{{16, 16}, {16, 16}}, LayerBits{}};
+  {
+    QuantizedLatentKvCache cache(weights(), compressed, q);
+    LatentKvCache<std::uint16_t> fp16(weights(), compressed);
+    EXPECT_LT(relative_max_error(model_.forward(tokens_, cache), model_.forward(tokens_, fp16)),
+              1e-6);
+    EXPECT_DOUBLE_EQ(cache.bytes_per_token_at(4096), 2.0 * (8 + 6) * 2 + 2 * 16 * 4);
+  }
+  q.layer_bits[0] = LayerBits{{16, 2}, {8, 4}};
+  const QuantizedLatentKvCache mixed(weights(), compressed, q);
+  EXPECT_EQ(mixed.quantized_k(0, 0).codec().bits, 16);
+  EXPECT_EQ(mixed.quantized_k(0, 1).codec().bits, 2);
+  EXPECT_EQ(mixed.quantized_v(0, 0).codec().bits, 8);
+  LatentCodec c = q.key;
+  const auto at = [&](Index width, int bits) {
+    c.bits = bits;
+    return latent_bytes_per_token(width, c, 4096);
+  };
+  EXPECT_DOUBLE_EQ(mixed.bytes_per_token_at(4096),
+                   at(8, 16) + at(8, 2) + at(6, 8) + at(6, 4) + 2 * 16 * 4);
+  q.layer_bits[0] = LayerBits{{16}, {8, 4}};
+  expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
+                 "layer 0 bits_k has 1 entries, expected 2");
+  q.layer_bits[0] = LayerBits{{16, 5}, {8, 4}};
+  expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
+                 "layer 0 bits_k[1]: bits = 5");
+  q.layer_bits.pop_back();
+  expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
+                 "layer_bits has 1 layers, the model 2");
+}
+
 TEST_F(LatentKvCacheTest, QuantizedRejectsUnsupportedCodecs) {
   const CompressedModel joint = testing::latent_factors(weights(), JointGrouping{}, 8, 8);
   LatentQuantConfig q = quant_config(4, QuantAxis::kPerToken, true);
   q.key.bits = 5;
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },
-                 "key codec: bits = 5, expected 2, 3, 4 or 8");
+                 "key codec: bits = 5, expected 2, 3, 4, 8 or 16");
   q = quant_config(4, QuantAxis::kPerToken, true);
   q.value.group_size = 4;
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },

@@ -284,8 +284,44 @@ TEST(LatentCodec, KernelDecodingBlocksEqualsTheKernelOnDecodedLatents) {
   EXPECT_GT((exact - want).cwiseAbs().maxCoeff(), 1e-3f);  // the codes are lossy
 }
 
+TEST(LatentCodec, SixteenBitsKeepsEveryTokenFp16) {
+  const RowMatrix<float> x = gaussian(70, 40, 11);
+  const LatentCodec c = codec(16, 64);
+  QuantizedLatents q(40, c);
+  q.append(x);
+  const RowMatrix<float> y = q.decode();
+  for (Index i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(y.data()[i], fp16_bits_to_float(float_to_fp16_bits(x.data()[i])));
+  }
+  EXPECT_EQ(q.full_precision_tokens(), 70);
+  EXPECT_EQ(q.bytes(), 70 * 40 * 2);
+  EXPECT_DOUBLE_EQ(latent_bytes_per_token(40, c, 4096), 80.0);
+  EXPECT_DOUBLE_EQ(latent_bytes_per_token(40, codec(16, 64, QuantAxis::kPerChannel), 100), 80.0);
+}
+
+TEST(LatentCodec, GaussianErrorFallsWithBitsAndMatchesTheUniformGrid) {
+  // Uniform grid on N(0, 1) groups of 64: range ≈ 2·2.4σ, step Δ = range/(2^b − 1), error Δ²/12.
+  // 4 bits: (4.8/15)²/12 ≈ 0.0085; measured within a factor 1.5 of it.
+  const double e2 = codec_gaussian_error(codec(2, 64), 192);
+  const double e3 = codec_gaussian_error(codec(3, 64), 192);
+  const double e4 = codec_gaussian_error(codec(4, 64), 192);
+  const double e8 = codec_gaussian_error(codec(8, 64), 192);
+  const double e16 = codec_gaussian_error(codec(16, 64), 192);
+  EXPECT_GT(e2, e3);
+  EXPECT_GT(e3, e4);
+  EXPECT_GT(e4, e8);
+  EXPECT_GT(e8, e16);
+  EXPECT_GT(e4, 0.0085 / 1.5);
+  EXPECT_LT(e4, 0.0085 * 1.5);
+  EXPECT_LT(e16, 1e-6);
+  EXPECT_EQ(codec_gaussian_error(codec(4, 64), 192), e4);  // fixed seed
+  // Lloyd-Max beats the uniform grid at 2 bits on Gaussian data (its design point).
+  EXPECT_LT(codec_gaussian_error(codec(2, 64, QuantAxis::kPerToken, QuantGrid::kLloydMax), 192),
+            e2);
+}
+
 TEST(LatentCodec, RejectsUnsupportedCodecsNamingTheField) {
-  expect_invalid([] { QuantizedLatents(8, codec(5, 64)); }, "bits = 5, expected 2, 3, 4 or 8");
+  expect_invalid([] { QuantizedLatents(8, codec(5, 64)); }, "bits = 5, expected 2, 3, 4, 8 or 16");
   expect_invalid([] { QuantizedLatents(8, codec(1, 64)); }, "bits = 1");
   expect_invalid([] { QuantizedLatents(8, codec(4, 4)); }, "group_size = 4, expected 8..4096");
   expect_invalid([] { QuantizedLatents(8, codec(4, 8192)); }, "group_size = 8192");

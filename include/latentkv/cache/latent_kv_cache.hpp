@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -97,6 +98,33 @@ class LatentKvCache {
                 Index = 0) = delete;
 
  private:
+  /// The codec of layer l's side (0: K, 1: V) group j: the side's codec with quant_.layer_bits'
+  /// width when given (InvalidArgument naming the layer, side and group when it does not fit).
+  [[nodiscard]] LatentCodec codec_of(Index l, int side, std::size_t j) const {
+    constexpr const char* kWhere = "latentkv::LatentKvCache: layer_bits";
+    LatentCodec codec = side == 0 ? quant_.key : quant_.value;
+    if (quant_.layer_bits.empty()) return codec;
+    if (static_cast<Index>(quant_.layer_bits.size()) != weights_->config.num_layers) {
+      detail::raise<InvalidArgument>(kWhere, "has ", quant_.layer_bits.size(),
+                                     " layers, the model ", weights_->config.num_layers);
+    }
+    const LayerBits& bits = quant_.layer_bits[static_cast<std::size_t>(l)];
+    const std::vector<int>& list = side == 0 ? bits.k : bits.v;
+    const std::size_t groups = side == 0 ? model_->layers[static_cast<std::size_t>(l)].k.size()
+                                         : model_->layers[static_cast<std::size_t>(l)].v.size();
+    if (list.size() != groups) {
+      detail::raise<InvalidArgument>(kWhere, "layer ", l, side == 0 ? " bits_k" : " bits_v",
+                                     " has ", list.size(), " entries, expected ", groups,
+                                     " (one per group)");
+    }
+    codec.bits = list[j];
+    if (codec.bits >= 8) codec.grid = QuantGrid::kUniform;
+    const std::string where = std::string(kWhere) + " layer " + std::to_string(l) +
+                              (side == 0 ? " bits_k[" : " bits_v[") + std::to_string(j) + "]";
+    codec.validate(where.c_str());
+    return codec;
+  }
+
   void build(Index capacity) {
     const CompressedModel& model = *model_;
     const ModelConfig& c = weights_->config;
@@ -113,15 +141,17 @@ class LatentKvCache {
         continue;
       }
       layer.up_k.reserve(from.k.size());
-      for (const LatentKeyGroup& g : from.k) {
+      for (std::size_t j = 0; j < from.k.size(); ++j) {
+        const LatentKeyGroup& g = from.k[j];
         layer.up_k.emplace_back(g.up);
         layer.width_k += g.rank();
-        if constexpr (kQuantized) layer.quant_k.emplace_back(g.rank(), quant_.key);
+        if constexpr (kQuantized) layer.quant_k.emplace_back(g.rank(), codec_of(l, 0, j));
       }
-      for (const LatentValueGroup& g : from.v) {
+      for (std::size_t j = 0; j < from.v.size(); ++j) {
+        const LatentValueGroup& g = from.v[j];
         layer.rank_v.push_back(g.rank());
         layer.width_v += g.rank();
-        if constexpr (kQuantized) layer.quant_v.emplace_back(g.rank(), quant_.value);
+        if constexpr (kQuantized) layer.quant_v.emplace_back(g.rank(), codec_of(l, 1, j));
       }
       if constexpr (!kQuantized) {
         layer.latent_k.resize(capacity, layer.width_k);
@@ -288,10 +318,10 @@ class LatentKvCache {
           continue;
         }
         for (const QuantizedLatents& q : layer.quant_k) {
-          total += latent_bytes_per_token(q.width(), quant_.key, context);
+          total += latent_bytes_per_token(q.width(), q.codec(), context);
         }
         for (const QuantizedLatents& q : layer.quant_v) {
-          total += latent_bytes_per_token(q.width(), quant_.value, context);
+          total += latent_bytes_per_token(q.width(), q.codec(), context);
         }
       }
       return total;

@@ -16,10 +16,13 @@
 //               table = the 2^b MSE-optimal levels of a standard Gaussian (lloyd_max_levels()),
 //               zero = the group's mean, scale = its RMS deviation; q = the nearest level
 //   sinks       the first `sinks` tokens stay fp16 (attention sinks), never quantized
+//   fp16        b = 16: no codes at all, every token stays fp16 (a rank × bits plan,
+//               schedule/rank_bits_planner.hpp, may keep a fragile latent unquantized)
 //   window      kPerChannel only: tokens after the sinks wait in fp16 until G of them fill a
 //               group, then are quantized together (so 0..G−1 recent tokens are fp16)
 // Bytes per token of a width-w latent at context length T (latent_bytes_per_token(); every byte
 // counted), with S = min(sinks, T), n = T − S:
+//   b = 16:      2w
 //   kPerToken:   (S·2w + n·(⌈w·b/8⌉ + 4·⌈w/G⌉)) / T
 //   kPerChannel: (S·2w + ⌊n/G⌋·(G·⌈w·b/8⌉ + 4w) + (n mod G)·2w) / T
 // e.g. b = 4, G = 64, kPerToken: 4.5 bits per number (llama.cpp's q4_0 is 4.5 bits too).
@@ -31,6 +34,7 @@
 #include <cstring>
 #include <limits>
 #include <numbers>
+#include <random>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -49,7 +53,7 @@ enum class QuantGrid : std::uint8_t { kUniform, kLloydMax };
 
 /// How one side (keys or values) of a latent cache is quantized (see the notation block).
 struct LatentCodec {
-  int bits = 8;                           ///< b: 2, 3, 4 or 8 (Lloyd-Max: 2, 3 or 4)
+  int bits = 8;  ///< b: 2, 3, 4 or 8 (Lloyd-Max: 2, 3 or 4); 16: fp16, not quantized
   QuantGrid grid = QuantGrid::kUniform;   ///< levels
   QuantAxis axis = QuantAxis::kPerToken;  ///< what a group runs along
   Index group_size = 64;                  ///< G: numbers per group, 8..4096
@@ -57,10 +61,11 @@ struct LatentCodec {
 
   /// Throws InvalidArgument naming the field (bits, group_size, sinks) and `where`.
   void validate(const char* where) const {
-    if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
-      detail::raise<InvalidArgument>(where, "bits = ", bits, ", expected 2, 3, 4 or 8");
+    if (bits != 2 && bits != 3 && bits != 4 && bits != 8 && bits != 16) {
+      detail::raise<InvalidArgument>(where, "bits = ", bits,
+                                     ", expected 2, 3, 4, 8 or 16 (fp16, unquantized)");
     }
-    if (grid == QuantGrid::kLloydMax && bits > 4) {
+    if (grid == QuantGrid::kLloydMax && bits > 4 && bits != 16) {
       detail::raise<InvalidArgument>(where, "bits = ", bits,
                                      " with the Lloyd-Max grid, expected 2, 3 or 4 (at 8 bits "
                                      "the uniform grid is already near-lossless)");
@@ -76,11 +81,22 @@ struct LatentCodec {
   }
 };
 
+/// The bit width of one layer's K and V latents, one entry per head group (16: fp16).
+struct LayerBits {
+  std::vector<int> k;  ///< (groups)
+  std::vector<int> v;  ///< (groups)
+  friend bool operator==(const LayerBits&, const LayerBits&) = default;
+};
+
 /// A latent cache's quantization: one codec per side, and whether latents are rotated first.
+/// `layer_bits` (empty, or one entry per model layer; a dense layer's entry is ignored) overrides
+/// the codecs' bits per layer, side and group, as a rank × bits plan chooses them
+/// (schedule/rank_bits_planner.hpp); 16 keeps that latent fp16.
 struct LatentQuantConfig {
-  LatentCodec key;     ///< key latents C^k
-  LatentCodec value;   ///< value latents C^v
-  bool rotate = true;  ///< fold a Walsh–Hadamard rotation into the factors (quant/hadamard.hpp)
+  LatentCodec key;                    ///< key latents C^k
+  LatentCodec value;                  ///< value latents C^v
+  bool rotate = true;                 ///< fold a Walsh–Hadamard rotation into the factors
+  std::vector<LayerBits> layer_bits;  ///< (L) or empty: per-group bit widths
 };
 
 /// The 2^bits Lloyd-Max levels of a standard Gaussian (bits 1..4), ascending and symmetric:
@@ -134,6 +150,7 @@ struct LatentQuantConfig {
                                    ", expected >= 1");
   }
   const double w = static_cast<double>(width);
+  if (codec.bits == 16) return 2.0 * w;
   const Index sinks = std::min(codec.sinks, context);
   const Index n = context - sinks;
   const double row = static_cast<double>(code_row_bytes(width, codec.bits));
@@ -222,7 +239,9 @@ class QuantizedLatents {
     if (width < 1) detail::raise<InvalidArgument>(kWhere, "width = ", width, ", expected >= 1");
     row_bytes_ = code_row_bytes(width, codec.bits);
     groups_ = (width + codec.group_size - 1) / codec.group_size;
-    if (codec.grid == QuantGrid::kLloydMax) {
+    if (codec.bits == 16) {
+      // no table: every row is an fp16 "sink"
+    } else if (codec.grid == QuantGrid::kLloydMax) {
       table_ = lloyd_max_levels(codec.bits);
     } else {
       table_.resize(std::size_t{1} << codec.bits);
@@ -239,7 +258,7 @@ class QuantizedLatents {
     }
     for (Index t = 0; t < rows.rows(); ++t) {
       const float* row = rows.row(t).data();
-      if (sinks_ < codec_.sinks) {
+      if (codec_.bits == 16 || sinks_ < codec_.sinks) {
         push_fp16(sink_, row);
         ++sinks_;
       } else if (codec_.axis == QuantAxis::kPerToken) {
@@ -420,5 +439,46 @@ class QuantizedLatents {
   Index sinks_ = 0;
   Index quantized_ = 0;
 };
+
+/// The codec's relative squared error on Gaussian latents: Σ(x̂ − x)² / Σ x² over `tokens` rows
+/// of `width` i.i.d. N(0, 1) numbers (a fixed seed; Box–Muller on a 64-bit Mersenne twister, so
+/// the value is the same on every platform), quantized and decoded by QuantizedLatents. After the
+/// Walsh–Hadamard rotation a latent's numbers are close to Gaussian within a group, so this is
+/// the noise-to-signal ratio the rank × bits planner charges a quantized latent
+/// (schedule/rank_bits_planner.hpp). Sinks are ignored (the codec's error, not the cache's); fp16
+/// (bits 16) returns fp16's own rounding error. tokens ≥ 1 (kPerChannel: a multiple of G is
+/// quantized, the rest stays fp16 as in the cache).
+[[nodiscard]] inline double codec_gaussian_error(LatentCodec codec, Index width,
+                                                 Index tokens = 2048) {
+  constexpr const char* kWhere = "latentkv::codec_gaussian_error";
+  codec.validate(kWhere);
+  if (width < 1 || tokens < 1) {
+    detail::raise<InvalidArgument>(kWhere, "width = ", width, ", tokens = ", tokens,
+                                   ", expected >= 1");
+  }
+  codec.sinks = 0;
+  RowMatrix<float> x(tokens, width);
+  std::mt19937_64 engine(0x6c6174656e746b76ull);  // "latentkv"
+  const auto uniform = [&] {                      // (0, 1]
+    return (static_cast<double>(engine() >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+  };
+  for (Index i = 0; i < x.size(); i += 2) {
+    const double radius = std::sqrt(-2.0 * std::log(uniform()));
+    const double angle = 2.0 * std::numbers::pi * uniform();
+    x.data()[i] = static_cast<float>(radius * std::cos(angle));
+    if (i + 1 < x.size()) x.data()[i + 1] = static_cast<float>(radius * std::sin(angle));
+  }
+  QuantizedLatents q(width, codec);
+  q.append(x);
+  const RowMatrix<float> y = q.decode();
+  double error = 0.0;
+  double energy = 0.0;
+  for (Index i = 0; i < x.size(); ++i) {
+    const double d = static_cast<double>(y.data()[i]) - static_cast<double>(x.data()[i]);
+    error += d * d;
+    energy += static_cast<double>(x.data()[i]) * static_cast<double>(x.data()[i]);
+  }
+  return error / energy;
+}
 
 }  // namespace latentkv
