@@ -373,7 +373,7 @@ TEST_F(LatentKvCacheTest, QuantizedTakesBitsPerLayerSideAndGroup) {
                  "layer 0 bits_k[1]: bits = 5");
   q.layer_bits.pop_back();
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
-                 "layer_bits has 1 layers, the model 2");
+                 "layer_bits: has 1 layers, the model 2");
 }
 
 TEST_F(LatentKvCacheTest, QuantizedRejectsUnsupportedCodecs) {
