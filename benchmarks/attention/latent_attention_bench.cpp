@@ -10,6 +10,12 @@
 //   cache_bytes  bytes of KV cache the call reads (dense: length·2·n_kv·h·4; latent: length·
 //                (Σ r_k + Σ r_v)·sizeof(storage))
 //   GB/s         cache_bytes per second (the decode roofline: time ≥ bytes / bandwidth)
+// Quantized latents (quant/latent_codec.hpp, per-token uniform grid, group 64, fp16 scale and
+// zero; the kernel decodes each 128-token block on the fly, no dequantized copy): per-head
+// r = 32 at int8 and int4, and full rank r = 64 at int4 (0.281 of the fp16 cache's bytes, as
+// llama.cpp's q4_0):
+//   cache_bytes  length · Σ latent_bytes_per_token(r, codec, length) (codes, scales, zeros)
+//   vs_dense_fp16  cache_bytes / (length·2·n_kv·h·2), the byte budget of the row
 // Latent decode is compute-bound on a CPU (r·s·h MACs per cached token to rebuild keys, DESIGN
 // §7), so it reads fewer bytes but takes longer than dense. Single-threaded (no OpenMP here).
 // Run: build/benchmarks/latent_attention_bench [--benchmark_min_time=0.2]
@@ -27,6 +33,7 @@
 #include "latentkv/attention/causal_attention.hpp"
 #include "latentkv/attention/latent_attention.hpp"
 #include "latentkv/core/rope.hpp"
+#include "latentkv/quant/latent_codec.hpp"
 
 namespace latentkv {
 namespace {
@@ -136,6 +143,68 @@ void BM_LatentAttention(benchmark::State& state) {
   set_counters(state, static_cast<double>(length * width * static_cast<Index>(sizeof(S))));
 }
 
+// Arguments: cached tokens, query tokens, rank per KV head (per-head groups), bits.
+void BM_QuantizedLatentAttention(benchmark::State& state) {
+  const Index length = state.range(0);
+  const Index tokens = state.range(1);
+  const Index rank = state.range(2);
+  LatentCodec codec;
+  codec.bits = static_cast<int>(state.range(3));
+  const Data& d = data(length, 1, rank);
+  std::vector<QuantizedLatents> k;
+  std::vector<QuantizedLatents> v;
+  for (Index j = 0; j < kKvHeads; ++j) {
+    k.emplace_back(rank, codec);
+    v.emplace_back(rank, codec);
+    k.back().append(d.latent_k.middleCols(j * rank, rank));
+    v.back().append(d.latent_v.middleCols(j * rank, rank));
+  }
+  std::mt19937_64 engine(1);
+  const RowMatrix<float> q = gaussian(tokens, kHeads * kHeadDim, 1.0, engine);
+  const Index g = kHeads / kKvHeads;
+  RowMatrix<float> out(tokens, g * kKvHeads * rank);
+  std::vector<QuantizedLatentView> views(2 * kKvHeads);
+  std::vector<LatentAttentionParams<QuantizedLatentView>> params(kKvHeads);
+  for (Index j = 0; j < kKvHeads; ++j) {
+    const auto u = static_cast<std::size_t>(j);
+    views[2 * u] = k[u].view();
+    views[2 * u + 1] = v[u].view();
+    LatentAttentionParams<QuantizedLatentView>& p = params[u];
+    p.queries = q.data() + j * g * kHeadDim;
+    p.ld_queries = q.cols();
+    p.latent_k = &views[2 * u];
+    p.ld_latent_k = rank;
+    p.up_k = d.up_k[u].data();
+    p.ld_up_k = kHeadDim;
+    p.latent_v = &views[2 * u + 1];
+    p.ld_latent_v = rank;
+    p.rope = d.rope.data();
+    p.ld_rope = d.rope.cols();
+    p.out = out.data() + j * g * rank;
+    p.ld_out = out.cols();
+    p.tokens = tokens;
+    p.length = length;
+    p.first_position = length - tokens;
+    p.heads_per_group = 1;
+    p.group_size = g;
+    p.head_dim = kHeadDim;
+    p.rope_dim = kHeadDim;
+    p.rank_k = rank;
+    p.rank_v = rank;
+    p.scale = 0.125f;
+  }
+  for (auto _ : state) {
+    run_latent_attention(std::span<const LatentAttentionParams<QuantizedLatentView>>(params));
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(length) * 2.0 * static_cast<double>(kKvHeads) *
+                       latent_bytes_per_token(rank, codec, length);
+  set_counters(state, bytes);
+  state.counters["vs_dense_fp16"] =
+      bytes / static_cast<double>(length * 2 * kKvHeads * kHeadDim * 2);
+}
+
 void dense_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"cached", "queries"});
   for (const Index length : {4096, 32768}) b->Args({length, 1});
@@ -154,9 +223,20 @@ void latent_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond);
 }
 
+void quantized_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"cached", "queries", "rank", "bits"});
+  for (const Index length : {4096, 32768}) {
+    b->Args({length, 1, 32, 8});  // per-head, half rank, int8
+    b->Args({length, 1, 32, 4});  // per-head, half rank, int4
+    b->Args({length, 1, 64, 4});  // full rank, int4
+  }
+  b->Unit(benchmark::kMillisecond);
+}
+
 BENCHMARK(BM_CausalAttention_Dense)->Apply(dense_args);
 BENCHMARK(BM_LatentAttention<float>)->Name("BM_LatentAttention_Fp32")->Apply(latent_args);
 BENCHMARK(BM_LatentAttention<std::uint16_t>)->Name("BM_LatentAttention_Fp16")->Apply(latent_args);
+BENCHMARK(BM_QuantizedLatentAttention)->Apply(quantized_args);
 
 }  // namespace
 }  // namespace latentkv

@@ -7,6 +7,9 @@
 #   quantized.sh BUILD_DIR WORK [ROW...]   ROW = name (see `rows` below); default: every row
 # The budget-1.0 file is compressed once with latentkv-compress's defaults (whitened SVD,
 # sensitivity schedule, joint); budget 0.5 rows load it with --budget 0.5 (re-planned, truncated).
+# auto-B rows: --cache-dtype auto --budget B, ranks and bits planned for B of the dense fp16
+# cache's bytes (schedule/rank_bits_planner.hpp), with --kl-divergence against dense; a row name
+# ending in @pydoc scores the Python documentation text (tests/data/pydoc) instead of WikiText-2.
 set -euo pipefail
 build=${1:?build dir}
 work=${2:?work dir}
@@ -38,15 +41,28 @@ declare -A rows=(
   [b0.5-f16]="--compressed $file --budget 0.5 --cache-dtype f16"
   [b0.5-int8-tok-rot]="--compressed $file --budget 0.5 --cache-dtype int8"
   [b0.5-int4-tok-rot]="--compressed $file --budget 0.5 --cache-dtype int4"
+  [b0.5-f16-auto]="--compressed $file --cache-dtype auto --bits 16 --budget 0.5 --kl-divergence"
 )
+for b in 0.53125 0.34375 0.3125 0.28125 0.25 0.1875 0.15625 0.125; do
+  rows[auto-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence"
+  rows[auto-$b@pydoc]=${rows[auto-$b]}
+  # The planner restricted to 4 and 3 bits (and 2), group 128: better than the full menu at 0.25
+  # on the calibration tail (docs/quality/bytes.md).
+  rows[a43g128-$b]="${rows[auto-$b]} --bits 4,3 --quant-group 128"
+  rows[a43g128-$b@pydoc]=${rows[a43g128-$b]}
+  rows[a432g128-$b]="${rows[auto-$b]} --bits 4,3,2 --quant-group 128"
+done
+rows[b1-int4-tok-rot@pydoc]="--compressed $file --cache-dtype int4 --kl-divergence"
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then names=("${!rows[@]}"); fi
 for name in "${names[@]}"; do
   [[ -v rows[$name] ]] || { echo "unknown row $name" >&2; exit 2; }
   [[ -f $work/$name.json ]] && continue
-  echo "== $name: latentkv-eval --model M --text T --ctx 1024 --chunks $chunks ${rows[$name]}"
+  row_text=$text
+  [[ $name == *@pydoc ]] && row_text="$here/tests/data/pydoc/python-3.11.7-pydoc-topics.txt"
+  echo "== $name: latentkv-eval --model M --text $(basename "$row_text") --ctx 1024 --chunks $chunks ${rows[$name]}"
   # shellcheck disable=SC2086
-  "$build/examples/latentkv-eval" --model "$model" --text "$text" --ctx 1024 --chunks "$chunks" \
+  "$build/examples/latentkv-eval" --model "$model" --text "$row_text" --ctx 1024 --chunks "$chunks" \
     --threads "$threads" --json "$work/$name.json" ${rows[$name]} >"$work/$name.out" \
     2>"$work/$name.log"
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[2], "PPL %.4f" % j["ppl"], "bytes/token %.1f" % j["kv_bytes_per_token_exact"], "vs fp16 %.4f" % j["kv_vs_dense_fp16"], "bits %.3f" % j["bits_per_number"], "%.0f s" % j["seconds"])' "$work/$name.json" "$name"

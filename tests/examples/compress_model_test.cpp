@@ -84,6 +84,46 @@ TEST_F(CompressSmolLm2, AFileServesSmallerBudgetsLikeRecompressing) {
             half["kv_bytes_per_token"].get<Index>() * 6 / 5);
 }
 
+TEST_F(CompressSmolLm2, AByteBudgetPlansRanksAndBitsWithinTheBytes) {
+  // --cache-dtype auto --budget B: ranks and bits per layer, side and group chosen for B of the
+  // dense fp16 cache's bytes per token (scales and fp16 windows counted at 4096 tokens); a
+  // larger byte budget gives a better model, and one fixed codec follows the same budget.
+  // 0.06 forces ranks below the file's (2 bits at its ranks would not fit): measured 4.94 nats
+  // against 4.26 at 0.4 on these 256 tokens. (Between 0.15 and 0.4 only bits change and the
+  // difference, < 0.01 nats, is within what 256 tokens can tell apart.)
+  compress("b05.safetensors", "0.5");
+  const std::string c = "--compressed " + file("b05.safetensors");
+  const nlohmann::json tight = evaluate(c + " --cache-dtype auto --budget 0.06");
+  const nlohmann::json loose = evaluate(c + " --cache-dtype auto --budget 0.4");
+  const nlohmann::json int4 = evaluate(c + " --cache-dtype int4 --budget 0.15");
+  for (const nlohmann::json* j : {&tight, &loose, &int4}) {
+    ASSERT_TRUE(j->contains("rank_bits_plan") && j->contains("kv_vs_dense_fp16")) << *j;
+    EXPECT_LE((*j)["kv_vs_dense_fp16"].get<double>(),
+              (*j)["budget_requested"].get<double>() + 1e-9);
+    // A plan that spends less than 90% of its bytes left quality on the table.
+    EXPECT_GE((*j)["kv_vs_dense_fp16"].get<double>(), 0.9 * (*j)["budget_requested"].get<double>());
+  }
+  EXPECT_DOUBLE_EQ(tight["budget_requested"].get<double>(), 0.06);
+  EXPECT_LT(loose["mean_nll"].get<double>(), tight["mean_nll"].get<double>() - 0.3);
+  const auto numbers = [](const nlohmann::json& j) {
+    Index total = 0;
+    for (const auto& layer : j["rank_bits_plan"]["layers"]) {
+      for (const auto& r : layer["rank_k"]) total += r.get<Index>();
+      for (const auto& r : layer["rank_v"]) total += r.get<Index>();
+    }
+    return total;
+  };
+  EXPECT_EQ(numbers(loose), 5760);  // the file's ranks: half of 2·30·3·64
+  EXPECT_LT(numbers(tight), numbers(loose) / 2);
+  EXPECT_GT(tight["rank_bits_plan"]["loss"].get<double>(),
+            loose["rank_bits_plan"]["loss"].get<double>());
+  ASSERT_EQ(int4["rank_bits_plan"]["layers"].size(), 30u);
+  for (const auto& layer : int4["rank_bits_plan"]["layers"]) {
+    for (const auto& b : layer["bits_k"]) EXPECT_EQ(b.get<int>(), 4);
+    for (const auto& b : layer["bits_v"]) EXPECT_EQ(b.get<int>(), 4);
+  }
+}
+
 TEST_F(CompressSmolLm2, TheEvaluatorRejectsBadBudgetsAndForeignCheckpoints) {
   compress("b05.safetensors", "0.5");
   const auto expect_error = [&](const std::string& args, const std::string& message) {
@@ -95,6 +135,14 @@ TEST_F(CompressSmolLm2, TheEvaluatorRejectsBadBudgetsAndForeignCheckpoints) {
   expect_error("--compressed " + file("b05.safetensors") + " --budget 0.6",
                "--budget = 0.6, expected in (0, 0.5]");
   expect_error("--budget 0.3", "--budget needs --compressed");
+  const std::string c = "--compressed " + file("b05.safetensors");
+  expect_error(c + " --cache-dtype auto", "--cache-dtype auto needs --budget");
+  expect_error(c + " --cache-dtype int4 --bits 8,4 --budget 0.2",
+               "--bits needs --cache-dtype auto");
+  expect_error(c + " --cache-dtype auto --bits 8,5 --budget 0.2", "--bits = 8,5");
+  expect_error(c + " --cache-dtype auto --budget 1.5", "--budget = 1.5, expected in (0, 1]");
+  expect_error(c + " --cache-dtype auto --bits 16,8 --budget 0.01",
+               "no plan of ranks and bits out of {16,8} fits in");
   expect_error("--compressed " + file("missing.safetensors"), "--compressed: no file at");
   // A compressed checkpoint of another model.
   const LlamaWeights tiny = testing::random_llama_weights(testing::tiny_llama_config(), 3);
