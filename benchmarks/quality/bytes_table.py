@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("llama_csv", type=pathlib.Path)
     ap.add_argument("--png", type=pathlib.Path)
     ap.add_argument("--text", choices=["wikitext", "pydoc"], default="wikitext")
+    ap.add_argument("--chunks", type=int, default=0,
+                    help="score latentkv rows on their first N chunks only (0: all; p99 and "
+                         "top-1 are then left out, mean KL is the mean of the chunks' means)")
     a = ap.parse_args()
 
     suffix = "@pydoc" if a.text == "pydoc" else ""
@@ -66,7 +69,12 @@ def main() -> None:
         if base is None:
             continue
         nll = j["chunk_nll"]
+        cut = 0 < a.chunks < len(nll)
+        if cut:
+            nll = nll[: a.chunks]
         base = base[: len(nll)]
+        if kl and cut:
+            kl = {"mean": sum(kl["chunk_kl"][: a.chunks]) / a.chunks, "p99": None, "same_top1": None}
         plan = j.get("rank_bits_plan")
         rows.append({
             "name": name.removesuffix(suffix),
@@ -87,7 +95,9 @@ def main() -> None:
     llama = []
     with a.llama_csv.open() as f:
         for r in csv.DictReader(f):
-            llama.append({k: (v if k == "kv_type" else float(v)) for k, v in r.items()})
+            row = {k: (v if k == "kv_type" else float(v.rstrip("%"))) for k, v in r.items()}
+            row["ppl_vs_f16"] /= 100.0  # written as a percentage
+            llama.append(row)
 
     def fmt(x, spec):
         return "—" if x is None else format(x, spec)
@@ -102,7 +112,7 @@ def main() -> None:
                         r["ppl_vs_f16"], r["kl_mean"], r["kl_p99"], r["same_top1"], None))
     for e in sorted(entries, key=lambda e: (-e[1], e[0])):
         print(f"| {e[0]} | {e[1]:.4f} | {e[2]:.3f} | {e[3]:.4f} | {100 * e[4]:+.2f}% "
-              f"| {fmt(e[5], '.5f')} | {fmt(e[6], '.4f')} | "
+              f"| {fmt(e[5], '.4f')} | {fmt(e[6], '.4f')} | "
               f"{'—' if e[7] is None else format(100 * e[7], '.2f') + '%'} "
               f"| {'—' if e[8] is None else format(100 * e[8], '+.2f') + '%'} |")
     if rows:
@@ -123,7 +133,8 @@ def main() -> None:
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         auto = [r for r in rows if r["name"].startswith("auto-")]
-        other = [r for r in rows if not r["name"].startswith("auto-")]
+        shown = ("b1-int8-tok-rot", "b1-int4-tok-rot", "b1-lm3-tok-rot", "b0.5-f16-auto")
+        other = [r for r in rows if r["name"] in shown or r["name"].startswith("a4")]
         for ax, key, label in ((axes[0], "rel", "PPL vs own dense (%)"),
                                (axes[1], "kl", "mean KL to own dense (nats/token)")):
             lx = [r["bytes_vs_f16"] for r in llama if r["kv_type"] != "f16"]
@@ -145,7 +156,10 @@ def main() -> None:
                             color="tab:green")
             ax.set_xlabel("KV bytes per token / dense fp16")
             ax.set_ylabel(label)
-            ax.set_yscale("log")
+            if key == "rel":
+                ax.set_yscale("symlog", linthresh=1.0)
+            else:
+                ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"SmolLM2-135M, {a.text}, ctx 1024: quality per KV-cache byte")

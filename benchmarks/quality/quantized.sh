@@ -43,7 +43,7 @@ declare -A rows=(
   [b0.5-int4-tok-rot]="--compressed $file --budget 0.5 --cache-dtype int4"
   [b0.5-f16-auto]="--compressed $file --cache-dtype auto --bits 16 --budget 0.5 --kl-divergence"
 )
-for b in 0.53125 0.34375 0.3125 0.28125 0.25 0.1875 0.15625 0.125; do
+for b in 0.53125 0.375 0.34375 0.3125 0.28125 0.25 0.1875 0.15625 0.125; do
   rows[auto-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence"
   rows[auto-$b@pydoc]=${rows[auto-$b]}
   # The planner restricted to 4 and 3 bits (and 2), group 128: better than the full menu at 0.25
