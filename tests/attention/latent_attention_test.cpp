@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/expect_invalid.hpp"
 #include "../support/tiny_llama.hpp"
 #include "latentkv/attention/causal_attention.hpp"
 #include "latentkv/core/half.hpp"
@@ -245,15 +246,7 @@ TEST(LatentAttention, RopeTableHoldsTheRotationOfRopeRotateRows) {
   EXPECT_THROW((void)rope_table(3, 7, 1e4f), InvalidArgument);
 }
 
-template <class Fn>
-void expect_invalid(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InvalidArgument containing \"" << fragment << "\"";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using testing::expect_invalid;
 
 TEST(LatentAttention, RejectsBadShapes) {
   const LatentCase c{"Bad", 9, 3, 3, 64, 64, 8, 6, 0, 10, 4, 0};

@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../support/expect_invalid.hpp"
 #include "../support/latent_factors.hpp"
 #include "../support/tiny_llama.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
@@ -36,15 +37,7 @@ double relative_max_error(const RowMatrix<float>& got, const RowMatrix<float>& w
          static_cast<double>(want.cwiseAbs().maxCoeff());
 }
 
-template <class Fn>
-void expect_invalid(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InvalidArgument containing \"" << fragment << "\"";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using testing::expect_invalid;
 
 class LatentKvCacheTest : public ::testing::Test {
  protected:

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/expect_invalid.hpp"
 #include "../support/tiny_llama.hpp"
 #include "latentkv/attention/latent_attention.hpp"
 
@@ -44,15 +45,7 @@ RowMatrix<float> round_trip(const RowMatrix<float>& x, const LatentCodec& c) {
   return q.decode();
 }
 
-template <class Fn>
-void expect_invalid(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InvalidArgument containing \"" << fragment << "\"";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using testing::expect_invalid;
 
 TEST(LatentCodec, LloydMaxLevelsAreTheGaussianOnes) {
   // Max (1960): 1 bit ±0.7979, 2 bits ±0.4528 ±1.5104, 3 bits 0.2451 0.7560 1.3439 2.1519,

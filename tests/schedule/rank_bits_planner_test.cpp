@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/expect_invalid.hpp"
 #include "synthetic_spectra.hpp"
 
 namespace latentkv {
@@ -51,15 +52,7 @@ double recount(const RankBitsPlan& plan, const RankBitsPlanner::Options& o) {
   return total;
 }
 
-template <class Fn>
-void expect_invalid(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InvalidArgument containing \"" << fragment << "\"";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using testing::expect_invalid;
 
 TEST(RankBitsPlanner, FitsTheByteBudgetAndUsesIt) {
   for (const Index s : {Index{3}, Index{1}}) {
