@@ -120,7 +120,7 @@ int dtype_bits(const std::string& dtype) {
   return std::stoi(dtype.substr(dtype.starts_with("lm") ? 2 : 3));
 }
 
-/// --bits "16,8,4" → {16, 8, 4} (each 2, 3, 4, 8 or 16, no repeats).
+/// --bits "16,8,4" → {16, 8, 4} (each 2, 3, 4, 5, 6, 8 or 16, no repeats).
 std::vector<int> parse_bits(const std::string& text) {
   std::vector<int> out;
   std::stringstream in(text);
@@ -134,9 +134,10 @@ std::vector<int> parse_bits(const std::string& text) {
     } catch (const std::exception&) {
       b = 0;
     }
-    if (b != 2 && b != 3 && b != 4 && b != 8 && b != 16) {
-      usage_error("--bits = ", text, ": \"", item,
-                  "\" is not a bit width, expected a comma-separated list out of 2, 3, 4, 8, 16");
+    if ((b < 2 || b > 6) && b != 8 && b != 16) {
+      usage_error(
+          "--bits = ", text, ": \"", item,
+          "\" is not a bit width, expected a comma-separated list out of 2, 3, 4, 5, 6, 8, 16");
     }
     if (std::find(out.begin(), out.end(), b) != out.end()) {
       usage_error("--bits = ", text, ": ", b, " appears twice");
@@ -391,14 +392,15 @@ int run(const Options& o) {
   if (!quantized && (o.quant_options || !o.value_dtype.empty())) {
     usage_error(
         "--quant-group, --key-axis, --value-axis, --value-dtype, --rotate, --sinks and "
-        "--bytes-context need a quantized --cache-dtype (int8|int4|int3|int2|lm4|lm3|lm2), "
+        "--bytes-context need a quantized --cache-dtype "
+        "(int8|int6|int5|int4|int3|int2|lm4|lm3|lm2), "
         "got ",
         o.cache_dtype);
   }
   if (!o.value_dtype.empty() && !quantized_dtype(o.value_dtype)) {
     usage_error("--value-dtype = ", o.value_dtype,
                 ", expected a quantized dtype "
-                "(int8|int4|int3|int2|lm4|lm3|lm2)");
+                "(int8|int6|int5|int4|int3|int2|lm4|lm3|lm2)");
   }
   if (o.cache_dtype == "auto" && o.budget == 0.0) {
     usage_error("--cache-dtype auto needs --budget (the bytes its ranks and bits are planned for)");
@@ -601,12 +603,13 @@ int main(int argc, char** argv) {
                  "energy, for keys and values (one or two numbers; default: the calibrated ones)")
       ->delimiter(',');
   app.add_option("--json", o.json, "also write the result as JSON to this file");
-  const std::vector<std::string> dtypes = {"f32",  "f16", "int8", "int4", "int3",
-                                           "int2", "lm4", "lm3",  "lm2",  "auto"};
-  app.add_option("--cache-dtype", o.cache_dtype,
-                 "with --compressed: latent storage f32|f16, or quantized int8|int4|int3|int2 "
-                 "(uniform) or lm4|lm3|lm2 (Gaussian Lloyd-Max), or auto (ranks and bits "
-                 "planned for --budget in bytes)")
+  const std::vector<std::string> dtypes = {"f32",  "f16",  "int8", "int6", "int5", "int4",
+                                           "int3", "int2", "lm4",  "lm3",  "lm2",  "auto"};
+  app.add_option(
+         "--cache-dtype", o.cache_dtype,
+         "with --compressed: latent storage f32|f16, or quantized int8|int6|int5|int4|int3|int2 "
+         "(uniform) or lm4|lm3|lm2 (Gaussian Lloyd-Max), or auto (ranks and bits "
+         "planned for --budget in bytes)")
       ->capture_default_str()
       ->check(CLI::IsMember(dtypes));
   app.add_option("--value-dtype", o.value_dtype,

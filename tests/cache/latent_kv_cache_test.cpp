@@ -361,9 +361,9 @@ TEST_F(LatentKvCacheTest, QuantizedTakesBitsPerLayerSideAndGroup) {
   q.layer_bits[0] = LayerBits{{16}, {8, 4}};
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
                  "layer 0 bits_k has 1 entries, expected 2");
-  q.layer_bits[0] = LayerBits{{16, 5}, {8, 4}};
+  q.layer_bits[0] = LayerBits{{16, 7}, {8, 4}};
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
-                 "layer 0 bits_k[1]: bits = 5");
+                 "layer 0 bits_k[1]: bits = 7");
   q.layer_bits.pop_back();
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), compressed, q); },
                  "layer_bits: has 1 layers, the model 2");
@@ -372,9 +372,9 @@ TEST_F(LatentKvCacheTest, QuantizedTakesBitsPerLayerSideAndGroup) {
 TEST_F(LatentKvCacheTest, QuantizedRejectsUnsupportedCodecs) {
   const CompressedModel joint = testing::latent_factors(weights(), JointGrouping{}, 8, 8);
   LatentQuantConfig q = quant_config(4, QuantAxis::kPerToken, true);
-  q.key.bits = 5;
+  q.key.bits = 7;
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },
-                 "key codec: bits = 5, expected 2, 3, 4, 8 or 16");
+                 "key codec: bits = 7, expected 2, 3, 4, 5, 6, 8 or 16");
   q = quant_config(4, QuantAxis::kPerToken, true);
   q.value.group_size = 4;
   expect_invalid([&] { QuantizedLatentKvCache cache(weights(), joint, q); },

@@ -139,7 +139,7 @@ TEST_F(CompressSmolLm2, TheEvaluatorRejectsBadBudgetsAndForeignCheckpoints) {
   expect_error(c + " --cache-dtype auto", "--cache-dtype auto needs --budget");
   expect_error(c + " --cache-dtype int4 --bits 8,4 --budget 0.2",
                "--bits needs --cache-dtype auto");
-  expect_error(c + " --cache-dtype auto --bits 8,5 --budget 0.2", "--bits = 8,5");
+  expect_error(c + " --cache-dtype auto --bits 8,7 --budget 0.2", "--bits = 8,7");
   expect_error(c + " --cache-dtype auto --budget 1.5", "--budget = 1.5, expected in (0, 1]");
   expect_error(c + " --cache-dtype auto --bits 16,8 --budget 0.01",
                "no plan of ranks and bits out of {16,8} fits in");

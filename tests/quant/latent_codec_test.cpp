@@ -68,7 +68,7 @@ TEST(LatentCodec, LloydMaxLevelsAreTheGaussianOnes) {
 TEST(LatentCodec, UniformRoundTripErrorIsHalfAStepPerBitWidth) {
   const RowMatrix<float> x = gaussian(33, 96, 1, 3.0);
   double previous = 1e9;
-  for (const int bits : {2, 3, 4, 8}) {
+  for (const int bits : {2, 3, 4, 5, 6, 8}) {
     const RowMatrix<float> y = round_trip(x, codec(bits, 32));
     double worst = 0.0;  // error / (half a step of its group)
     for (Index t = 0; t < x.rows(); ++t) {
@@ -80,8 +80,9 @@ TEST(LatentCodec, UniformRoundTripErrorIsHalfAStepPerBitWidth) {
         worst = std::max(worst, error / half_step);
       }
     }
-    // fp16 scale and zero add a little on top of half a step (relative 2^-11 of the range).
-    EXPECT_LT(worst, bits == 8 ? 1.3 : 1.02) << bits << " bits";
+    // fp16 scale and zero add a little on top of half a step (relative 2^-11 of the range, so
+    // more steps' worth at more bits).
+    EXPECT_LT(worst, bits == 8 ? 1.3 : bits >= 5 ? 1.1 : 1.02) << bits << " bits";
     EXPECT_GT(worst, 0.5) << bits << " bits";  // it is lossy
     const double rms = std::sqrt((y - x).squaredNorm() / static_cast<double>(x.size()));
     EXPECT_LT(rms, previous) << bits << " bits";
@@ -102,7 +103,7 @@ TEST(LatentCodec, PacksCodesLittleEndianAcrossBytes) {
   EXPECT_EQ(v.codes[1], (2u >> 2) | (3u << 1) | (4u << 4) | ((5u & 1u) << 7));
   EXPECT_EQ(q.decode(), x);
   // Every width and bit count decodes what it encoded when the values sit on the grid.
-  for (const int bits : {2, 3, 4, 8}) {
+  for (const int bits : {2, 3, 4, 5, 6, 8}) {
     for (const Index width : {1, 7, 9, 33}) {
       RowMatrix<float> grid(3, width);
       const int top = (1 << bits) - 1;
@@ -314,7 +315,8 @@ TEST(LatentCodec, GaussianErrorFallsWithBitsAndMatchesTheUniformGrid) {
 }
 
 TEST(LatentCodec, RejectsUnsupportedCodecsNamingTheField) {
-  expect_invalid([] { QuantizedLatents(8, codec(5, 64)); }, "bits = 5, expected 2, 3, 4, 8 or 16");
+  expect_invalid([] { QuantizedLatents(8, codec(7, 64)); },
+                 "bits = 7, expected 2, 3, 4, 5, 6, 8 or 16");
   expect_invalid([] { QuantizedLatents(8, codec(1, 64)); }, "bits = 1");
   expect_invalid([] { QuantizedLatents(8, codec(4, 4)); }, "group_size = 4, expected 8..4096");
   expect_invalid([] { QuantizedLatents(8, codec(4, 8192)); }, "group_size = 8192");

@@ -188,7 +188,7 @@ TEST(RankBitsPlanner, RejectsBadInputNamingIt) {
   const RankProblem p = smollm2_like_problem(3, 2);
   const RankBitsPlanner planner(options_with({8, 4}));
   expect_invalid([&] { (void)planner.plan(p, 10.0); }, "below the smallest plan");
-  expect_invalid([&] { (void)RankBitsPlanner(options_with({5})); }, "bits = 5");
+  expect_invalid([&] { (void)RankBitsPlanner(options_with({7})); }, "bits = 7");
   expect_invalid([&] { (void)RankBitsPlanner(options_with({})); }, "bits is empty");
   expect_invalid([&] { (void)RankBitsPlanner(options_with({4}, -1.0)); }, "noise weight = -1");
   RankBitsPlanner::Options o = options_with({4});

@@ -7,8 +7,8 @@
 //               (QuantAxis::kPerToken: token t, channels [i·G, min((i+1)·G, width)), the last
 //               group of a row may be short) or along the tokens of one channel
 //               (QuantAxis::kPerChannel, KIVI's choice for keys: channel a, tokens of group i)
-//   code        q ∈ [0, 2^b), b = bits ∈ {2, 3, 4, 8}, bit-packed little-endian per token row:
-//               code a of a row sits at bits [a·b, a·b + b) of the row's ⌈width·b/8⌉ bytes
+//   code        q ∈ [0, 2^b), b = bits ∈ {2, 3, 4, 5, 6, 8}, bit-packed little-endian per token
+//               row: code a of a row sits at bits [a·b, a·b + b) of the row's ⌈width·b/8⌉ bytes
 //   decode      x̂ = table[q]·scale + zero, scale and zero stored as fp16 per group
 //     uniform   (QuantGrid::kUniform, asymmetric min/max): table[q] = q, zero = min,
 //               scale = (max − min)/(2^b − 1), q = round((x − zero)/scale)
@@ -53,7 +53,7 @@ enum class QuantGrid : std::uint8_t { kUniform, kLloydMax };
 
 /// How one side (keys or values) of a latent cache is quantized (see the notation block).
 struct LatentCodec {
-  int bits = 8;  ///< b: 2, 3, 4 or 8 (Lloyd-Max: 2, 3 or 4); 16: fp16, not quantized
+  int bits = 8;  ///< b: 2, 3, 4, 5, 6 or 8 (Lloyd-Max: 2, 3 or 4); 16: fp16, not quantized
   QuantGrid grid = QuantGrid::kUniform;   ///< levels
   QuantAxis axis = QuantAxis::kPerToken;  ///< what a group runs along
   Index group_size = 64;                  ///< G: numbers per group, 8..4096
@@ -61,9 +61,9 @@ struct LatentCodec {
 
   /// Throws InvalidArgument naming the field (bits, group_size, sinks) and `where`.
   void validate(const char* where) const {
-    if (bits != 2 && bits != 3 && bits != 4 && bits != 8 && bits != 16) {
+    if ((bits < 2 || bits > 6) && bits != 8 && bits != 16) {
       detail::raise<InvalidArgument>(where, "bits = ", bits,
-                                     ", expected 2, 3, 4, 8 or 16 (fp16, unquantized)");
+                                     ", expected 2, 3, 4, 5, 6, 8 or 16 (fp16, unquantized)");
     }
     if (grid == QuantGrid::kLloydMax && bits > 4 && bits != 16) {
       detail::raise<InvalidArgument>(where, "bits = ", bits,

@@ -76,7 +76,7 @@ struct RankBitsPlan {
 class RankBitsPlanner {
  public:
   struct Options {
-    std::vector<int> bits = {16, 8, 4, 3, 2};  ///< widths to choose from (each 2, 3, 4, 8 or 16)
+    std::vector<int> bits = {16, 8, 4, 3, 2};  ///< widths to choose from (each 2..6, 8 or 16)
     LatentCodec key;                           ///< keys' codec (axis, group, grid, sinks)
     LatentCodec value;                         ///< values' codec
     Index context = 4096;                      ///< context length bytes are counted at (≥ 1)
@@ -226,7 +226,7 @@ class RankBitsPlanner {
     constexpr const char* kWhere = "latentkv::RankBitsPlanner";
     if (options_.bits.empty()) {
       detail::raise<InvalidArgument>(kWhere,
-                                     "bits is empty, expected widths out of 2, 3, 4, 8, 16");
+                                     "bits is empty, expected widths out of 2, 3, 4, 5, 6, 8, 16");
     }
     for (const int b : options_.bits) {
       codec_at(options_.key, b).validate("latentkv::RankBitsPlanner: key codec");
