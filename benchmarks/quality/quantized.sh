@@ -53,6 +53,13 @@ for b in 0.53125 0.375 0.34375 0.3125 0.28125 0.25 0.1875 0.15625 0.125; do
   rows[a432g128-$b]="${rows[auto-$b]} --bits 4,3,2 --quant-group 128"
 done
 rows[b1-int4-tok-rot@pydoc]="--compressed $file --cache-dtype int4 --kl-divergence"
+# int5 and int6 (full rank, rotated, with KL): int5 g64 is q5_0's 5.5 bits, int5 g32 q5_1's 6.
+for d in int8 int6 int5; do
+  rows[b1-$d-kl]="--compressed $file --cache-dtype $d --kl-divergence"
+  rows[b1-$d-kl@pydoc]=${rows[b1-$d-kl]}
+done
+rows[b1-int5g32-kl]="--compressed $file --cache-dtype int5 --quant-group 32 --kl-divergence"
+rows[b1-int5g32-kl@pydoc]=${rows[b1-int5g32-kl]}
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then names=("${!rows[@]}"); fi
 for name in "${names[@]}"; do
