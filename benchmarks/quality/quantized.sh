@@ -41,16 +41,20 @@ declare -A rows=(
   [b0.5-f16]="--compressed $file --budget 0.5 --cache-dtype f16"
   [b0.5-int8-tok-rot]="--compressed $file --budget 0.5 --cache-dtype int8"
   [b0.5-int4-tok-rot]="--compressed $file --budget 0.5 --cache-dtype int4"
-  [b0.5-f16-auto]="--compressed $file --cache-dtype auto --bits 16 --budget 0.5 --kl-divergence"
+  [b0.5-f16-auto]="--compressed $file --cache-dtype auto --bits 16 --budget 0.5 --kl-divergence --noise-weight 0.3"
 )
 for b in 0.53125 0.375 0.34375 0.3125 0.28125 0.25 0.1875 0.15625 0.125; do
-  rows[auto-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence"
+  # The rows measured with the planner's first γ (0.3) say so, whatever the default is now.
+  rows[auto-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --noise-weight 0.3"
   rows[auto-$b@pydoc]=${rows[auto-$b]}
   # The planner restricted to 4 and 3 bits (and 2), group 128: better than the full menu at 0.25
   # on the calibration tail (docs/quality/bytes.md).
   rows[a43g128-$b]="${rows[auto-$b]} --bits 4,3 --quant-group 128"
   rows[a43g128-$b@pydoc]=${rows[a43g128-$b]}
   rows[a432g128-$b]="${rows[auto-$b]} --bits 4,3,2 --quant-group 128"
+  # γ = 0.03 (chosen on the dev slice, docs/quality/bytes.md): truncation weighs 10× more.
+  rows[a43g128-n0.03-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --bits 4,3 --quant-group 128 --noise-weight 0.03"
+  rows[a43g128-n0.03-$b@pydoc]=${rows[a43g128-n0.03-$b]}
 done
 rows[b1-int4-tok-rot@pydoc]="--compressed $file --cache-dtype int4 --kl-divergence"
 # int5 and int6 (full rank, rotated, with KL): int5 g64 is q5_0's 5.5 bits, int5 g32 q5_1's 6.
