@@ -133,7 +133,8 @@ def main() -> None:
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         auto = [r for r in rows if r["name"].startswith("auto-")]
-        shown = ("b1-int8-tok-rot", "b1-int4-tok-rot", "b1-lm3-tok-rot", "b0.5-f16-auto")
+        shown = ("b1-int8-tok-rot", "b1-int5-kl", "b1-int4-tok-rot", "b1-lm3-tok-rot",
+                 "b0.5-f16-auto")
         other = [r for r in rows if r["name"] in shown or r["name"].startswith("a4")]
         for ax, key, label in ((axes[0], "rel", "PPL vs own dense (%)"),
                                (axes[1], "kl", "mean KL to own dense (nats/token)")):
