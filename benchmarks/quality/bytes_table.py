@@ -3,11 +3,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Quality per byte (docs/quality/bytes.md): latentkv's byte-budget rows beside llama.cpp's KV types.
 
-    bytes_table.py WORK LLAMA_CSV [--png OUT.png] [--text wikitext|pydoc]
+    bytes_table.py WORK LLAMA_CSV [--png OUT.png] [--text wikitext|pydoc|dev|head]
 
 WORK holds benchmarks/quality/quantized.sh's JSON (rows auto-B, b0.5-f16-auto, b1-int4-tok-rot,
-… ; names ending in @pydoc for the second text); LLAMA_CSV is tools/reference/llama_kv_types.py's
-output on the same text and chunks. Relative losses are against each side's own dense cache on
+… ; names ending in @pydoc for the second text, @dev for the dev slice, @head for all chunks
+before it); LLAMA_CSV is tools/reference/llama_kv_types.py's output on the same text and chunks
+("-": none). Relative losses are against each side's own dense cache on
 the same chunks: latentkv's dense fp32 PPL comes from the row's own --kl-divergence run
 (dense_chunk_nll) or from WORK/dense.json; llama.cpp's from its f16 row. Prints a Markdown table
 and the rank correlation of the planner's loss estimate with the measured KL.
@@ -47,13 +48,13 @@ def main() -> None:
     ap.add_argument("work", type=pathlib.Path)
     ap.add_argument("llama_csv", type=pathlib.Path)
     ap.add_argument("--png", type=pathlib.Path)
-    ap.add_argument("--text", choices=["wikitext", "pydoc"], default="wikitext")
+    ap.add_argument("--text", choices=["wikitext", "pydoc", "dev", "head"], default="wikitext")
     ap.add_argument("--chunks", type=int, default=0,
                     help="score latentkv rows on their first N chunks only (0: all; p99 and "
                          "top-1 are then left out, mean KL is the mean of the chunks' means)")
     a = ap.parse_args()
 
-    suffix = "@pydoc" if a.text == "pydoc" else ""
+    suffix = "" if a.text == "wikitext" else "@" + a.text
     dense_file = a.work / "dense.json"
     dense_nll = json.loads(dense_file.read_text())["chunk_nll"] if dense_file.exists() else None
     rows = []
@@ -61,7 +62,7 @@ def main() -> None:
         name = path.stem
         if name.startswith("compress") or name == "dense":
             continue
-        if name.endswith("@pydoc") != bool(suffix):
+        if ("@" in name) != bool(suffix) or (suffix and not name.endswith(suffix)):
             continue
         j = json.loads(path.read_text())
         kl = j.get("kl_divergence")
@@ -93,7 +94,7 @@ def main() -> None:
     rows.sort(key=lambda r: -r["bytes"])
 
     llama = []
-    with a.llama_csv.open() as f:
+    with (open(a.llama_csv) if str(a.llama_csv) != "-" else open("/dev/null")) as f:
         for r in csv.DictReader(f):
             row = {k: (v if k == "kv_type" else float(v.rstrip("%"))) for k, v in r.items()}
             row["ppl_vs_f16"] /= 100.0  # written as a percentage
@@ -116,9 +117,9 @@ def main() -> None:
               f"{'—' if e[7] is None else format(100 * e[7], '.2f') + '%'} "
               f"| {'—' if e[8] is None else format(100 * e[8], '+.2f') + '%'} |")
     if rows:
-        print(f"\nlatentkv rows: {rows[0]['chunks']} chunks, dense fp32 PPL {rows[0]['dense_ppl']:.4f}; "
-              f"llama.cpp rows: {int(llama[0]['chunks']) if llama else 0} chunks, f16 PPL "
-              f"{llama[0]['ppl'] if llama else float('nan'):.4f}")
+        print(f"\nlatentkv rows: {rows[0]['chunks']} chunks, dense fp32 PPL {rows[0]['dense_ppl']:.4f}"
+              + (f"; llama.cpp rows: {int(llama[0]['chunks'])} chunks, f16 PPL {llama[0]['ppl']:.4f}"
+                 if llama else ""))
     planned = [r for r in rows if r["loss"] is not None and r["kl"] is not None]
     if len(planned) >= 3:
         rho = spearman([r["loss"] for r in planned], [r["kl"] for r in planned])

@@ -64,17 +64,50 @@ for d in int8 int6 int5; do
 done
 rows[b1-int5g32-kl]="--compressed $file --cache-dtype int5 --quant-group 32 --kl-divergence"
 rows[b1-int5g32-kl@pydoc]=${rows[b1-int5g32-kl]}
+# Planner choices measured on the dev slice (name@dev, below): γ and the bit menu at 0.25 and 0.125.
+for b in 0.25 0.125; do
+  for g in 0.1 0.01; do
+    rows[a43g128-n$g-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --bits 4,3 --quant-group 128 --noise-weight $g"
+  done
+  for g in 0.3 0.1 0.03; do
+    rows[a543g128-n$g-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --bits 5,4,3 --quant-group 128 --noise-weight $g"
+  done
+  rows[a432g128-n0.03-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --bits 4,3,2 --quant-group 128 --noise-weight 0.03"
+  rows[auto-n0.03-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --noise-weight 0.03"
+done
+# Row name suffixes pick the text (the row's flags are the unsuffixed name's):
+#   @pydoc  the Python documentation (tests/data/pydoc), $CHUNKS chunks
+#   @dev    the dev slice: WikiText-2's test characters from the last newline before
+#           len − 60,000 up to len − 21,000 (cut at a newline), 8 chunks; it neither calibrates
+#           (the compressor's calibration text is the file's last 2048 tokens) nor is scored
+#   @head   every complete chunk of the text before the dev slice (--all): the all-chunks score
+python3 - "$text" "$work" <<'PY'
+import sys
+t = open(sys.argv[1], encoding="utf-8").read()
+cut = t.rfind("\n", 0, len(t) - 60000) + 1
+dev = t[cut:len(t) - 21000]
+dev = dev[:dev.rfind("\n") + 1]
+open(f"{sys.argv[2]}/wikitext-head.txt", "w", encoding="utf-8").write(t[:cut])
+open(f"{sys.argv[2]}/wikitext-dev.txt", "w", encoding="utf-8").write(dev)
+PY
 names=("$@")
 if [[ ${#names[@]} -eq 0 ]]; then names=("${!rows[@]}"); fi
 for name in "${names[@]}"; do
-  [[ -v rows[$name] ]] || { echo "unknown row $name" >&2; exit 2; }
+  base=${name%@*}
+  [[ -v rows[$base] ]] || { echo "unknown row $name" >&2; exit 2; }
   [[ -f $work/$name.json ]] && continue
   row_text=$text
-  [[ $name == *@pydoc ]] && row_text="$here/tests/data/pydoc/python-3.11.7-pydoc-topics.txt"
-  echo "== $name: latentkv-eval --model M --text $(basename "$row_text") --ctx 1024 --chunks $chunks ${rows[$name]}"
+  span=(--chunks "$chunks")
+  case $name in
+    *@pydoc) row_text="$here/tests/data/pydoc/python-3.11.7-pydoc-topics.txt" ;;
+    *@dev) row_text="$work/wikitext-dev.txt" span=(--chunks 8) ;;
+    *@head) row_text="$work/wikitext-head.txt" span=(--all) ;;
+    *@*) echo "unknown text in row $name (@pydoc, @dev or @head)" >&2; exit 2 ;;
+  esac
+  echo "== $name: latentkv-eval --model M --text $(basename "$row_text") --ctx 1024 ${span[*]} ${rows[$base]}"
   # shellcheck disable=SC2086
-  "$build/examples/latentkv-eval" --model "$model" --text "$row_text" --ctx 1024 --chunks "$chunks" \
-    --threads "$threads" --json "$work/$name.json" ${rows[$name]} >"$work/$name.out" \
+  "$build/examples/latentkv-eval" --model "$model" --text "$row_text" --ctx 1024 "${span[@]}" \
+    --threads "$threads" --json "$work/$name.json" ${rows[$base]} >"$work/$name.out" \
     2>"$work/$name.log"
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[2], "PPL %.4f" % j["ppl"], "bytes/token %.1f" % j["kv_bytes_per_token_exact"], "vs fp16 %.4f" % j["kv_vs_dense_fp16"], "bits %.3f" % j["bits_per_number"], "%.0f s" % j["seconds"])' "$work/$name.json" "$name"
 done
