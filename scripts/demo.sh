@@ -27,7 +27,7 @@
 # Environment: LATENTKV_BUILD_DIR (default build/demo), LATENTKV_JOBS (default nproc),
 # LATENTKV_WIKITEXT (the text; default ../shared/data/wikitext-2-raw-test.txt, else the copy in
 # tests/data/wikitext).
-# One 1024-token chunk takes a few seconds on 2 modern cores; --all takes 297 of them.
+# One 1024-token chunk takes a few seconds on 2 modern cores; --all takes 284 of them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -103,7 +103,7 @@ eval_args=(--model "$model" --ctx "$ctx" "${common[@]}")
 if ((all)); then
   # Every complete chunk before the text's last 60,000 characters: latentkv-compress calibrates on
   # the last 2048 tokens and docs/quality/bytes.md tunes the planner on the slice before them, so
-  # scoring those would score calibration and tuning text (281 of the file's 297 chunks).
+  # scoring those would score calibration and tuning text (284 of the file's 297 chunks).
   text=${LATENTKV_WIKITEXT:-}
   if [ -z "$text" ]; then
     text=../shared/data/wikitext-2-raw-test.txt
