@@ -134,7 +134,7 @@ def main() -> None:
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         auto = [r for r in rows if r["name"].startswith("auto-")]
-        shown = ("b1-int8-tok-rot", "b1-int5-kl", "b1-int4-tok-rot", "b1-lm3-tok-rot",
+        shown = ("b1-int8-kl", "b1-int6-kl", "b1-int5-kl", "b1-int4-tok-rot", "b1-lm3-tok-rot",
                  "b0.5-f16-auto")
         other = [r for r in rows if r["name"] in shown or r["name"].startswith("a4")]
         for ax, key, label in ((axes[0], "rel", "PPL vs own dense (%)"),
@@ -149,7 +149,7 @@ def main() -> None:
                                                else r["kl_mean"]), fontsize=7, color="tab:red")
             pts = [r for r in auto if r[key] is not None]
             ax.plot([r["bytes"] for r in pts], [(100 * r[key] if key == "rel" else r[key]) for r in pts],
-                    "o-", color="tab:blue", label="latentkv --cache-dtype auto")
+                    "o-", color="tab:blue", label="latentkv --cache-dtype auto, γ 0.3")
             for r in other:
                 if r[key] is None:
                     continue
