@@ -134,7 +134,7 @@ std::vector<int> parse_bits(const std::string& text) {
     } catch (const std::exception&) {
       b = 0;
     }
-    if ((b < 2 || b > 6) && b != 8 && b != 16) {
+    if (!lk::supported_latent_bits(b)) {
       usage_error(
           "--bits = ", text, ": \"", item,
           "\" is not a bit width, expected a comma-separated list out of 2, 3, 4, 5, 6, 8, 16");

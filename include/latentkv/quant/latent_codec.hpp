@@ -51,6 +51,11 @@ enum class QuantAxis : std::uint8_t { kPerToken, kPerChannel };
 /// The quantization levels: a uniform grid (asymmetric) or Gaussian Lloyd-Max levels.
 enum class QuantGrid : std::uint8_t { kUniform, kLloydMax };
 
+/// Whether `bits` is a width the codecs store: 2..6 or 8 bits of codes, or 16 (fp16 latents).
+[[nodiscard]] constexpr bool supported_latent_bits(int bits) noexcept {
+  return (bits >= 2 && bits <= 6) || bits == 8 || bits == 16;
+}
+
 /// How one side (keys or values) of a latent cache is quantized (see the notation block).
 struct LatentCodec {
   int bits = 8;  ///< b: 2, 3, 4, 5, 6 or 8 (Lloyd-Max: 2, 3 or 4); 16: fp16, not quantized
@@ -61,7 +66,7 @@ struct LatentCodec {
 
   /// Throws InvalidArgument naming the field (bits, group_size, sinks) and `where`.
   void validate(const char* where) const {
-    if ((bits < 2 || bits > 6) && bits != 8 && bits != 16) {
+    if (!supported_latent_bits(bits)) {
       detail::raise<InvalidArgument>(where, "bits = ", bits,
                                      ", expected 2, 3, 4, 5, 6, 8 or 16 (fp16, unquantized)");
     }
