@@ -52,7 +52,7 @@ generator=()  # Ninja for a new build folder; an existing one keeps the generato
 [ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
 cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLATENTKV_WERROR=ON \
   -DLATENTKV_BUILD_TESTS=ON -DLATENTKV_BUILD_BENCHMARKS=ON -DLATENTKV_BUILD_EXAMPLES=ON \
-  -DLATENTKV_NATIVE_ARCH=ON \
+  -DLATENTKV_NATIVE_ARCH=ON -DLATENTKV_BENCH_OPTIMIZE=-O1 \
   -DLATENTKV_PYTHON="$venv_python"
 
 echo "== build"

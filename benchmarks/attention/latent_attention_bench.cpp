@@ -30,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "build_context.hpp"
 #include "latentkv/attention/causal_attention.hpp"
 #include "latentkv/attention/latent_attention.hpp"
 #include "latentkv/core/rope.hpp"
@@ -241,4 +242,11 @@ BENCHMARK(BM_QuantizedLatentAttention)->Apply(quantized_args);
 }  // namespace
 }  // namespace latentkv
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  latentkv::bench::record_build_flags();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

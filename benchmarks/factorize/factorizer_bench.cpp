@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "build_context.hpp"
 #include "latentkv/latentkv.hpp"
 #include "support/matrices.hpp"
 
@@ -243,6 +244,7 @@ void register_all() {
 
 int main(int argc, char** argv) {
   latentkv::register_all();
+  latentkv::bench::record_build_flags();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
