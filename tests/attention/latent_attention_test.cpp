@@ -6,13 +6,16 @@
 // latents C^v as values, group by group. fp32 and fp16 storage (the reference sees the same
 // fp16-rounded latents), joint / per-head / grouped, ranks 1..192 and per-group ranks, prefill,
 // continued prefill, decode at position 1000, lengths that are not multiples of the blocks,
-// chunked calls equal one call, the fp16 widening, and rejected shapes.
+// chunked calls equal one call, the fp16 widening, and rejected shapes. Route 2 (kProjected):
+// multi-query attention on the latents against a double reference, decode with split key ranges,
+// prefill, fp16 storage, and its own parameter checks.
 #include "latentkv/attention/latent_attention.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -406,6 +409,121 @@ TEST(LatentAttention, RunRejectsBadParams) {
   bad = p;
   bad.length = 2;
   expect_invalid([&] { call(bad); }, "got length = 2");
+}
+
+/// Route 2 reference in double: O_{t,m} = Σ_{u ≤ p0+t} softmax_u(scale·q̃_{t,m}·c^k_u)·c^v_u.
+RowMatrix<float> projected_reference(const RowMatrix<float>& queries, const RowMatrix<float>& ck,
+                                     const RowMatrix<float>& cv, Index heads, Index first_position,
+                                     float scale) {
+  const Index rk = ck.cols();
+  const Index rv = cv.cols();
+  RowMatrix<float> out(queries.rows(), heads * rv);
+  for (Index t = 0; t < queries.rows(); ++t) {
+    const Index visible = first_position + t + 1;
+    for (Index m = 0; m < heads; ++m) {
+      Eigen::VectorXd scores(visible);
+      for (Index u = 0; u < visible; ++u) {
+        scores(u) = static_cast<double>(scale) *
+                    queries.row(t).segment(m * rk, rk).cast<double>().dot(ck.row(u).cast<double>());
+      }
+      const Eigen::VectorXd p = (scores.array() - scores.maxCoeff()).exp().matrix();
+      const Eigen::RowVectorXd o = p.transpose() * cv.topRows(visible).cast<double>() / p.sum();
+      out.row(t).segment(m * rv, rv) = o.cast<float>();
+    }
+  }
+  return out;
+}
+
+template <class S>
+LatentAttentionParams<S> projected_params(const RowMatrix<float>& queries, const RowMatrix<S>& ck,
+                                          const RowMatrix<S>& cv, Index s, Index g,
+                                          Index first_position, float scale,
+                                          RowMatrix<float>& out) {
+  out.resize(queries.rows(), s * g * cv.cols());
+  LatentAttentionParams<S> p;
+  p.route = LatentRoute::kProjected;
+  p.queries = queries.data();
+  p.ld_queries = queries.cols();
+  p.latent_k = ck.data();
+  p.ld_latent_k = ck.cols();
+  p.latent_v = cv.data();
+  p.ld_latent_v = cv.cols();
+  p.out = out.data();
+  p.ld_out = out.cols();
+  p.tokens = queries.rows();
+  p.length = ck.rows();
+  p.first_position = first_position;
+  p.heads_per_group = s;
+  p.group_size = g;
+  p.rank_k = ck.cols();
+  p.rank_v = cv.cols();
+  p.scale = scale;
+  return p;  // head_dim, rope_dim, up_k, rope: unused by route 2
+}
+
+TEST(LatentAttention, ProjectedRouteIsMultiQueryAttentionOnTheLatents) {
+  struct Case {
+    const char* name;
+    Index s, g, rank_k, rank_v, tokens, first_position, extra_keys;
+  };
+  std::mt19937_64 engine(23);
+  for (const Case& c :
+       {Case{"joint decode", 3, 3, 20, 12, 1, 1000, 0},
+        Case{"per-head decode", 1, 3, 7, 33, 1, 517, 0},
+        Case{"joint prefill", 3, 3, 96, 96, 130, 300, 2}, Case{"rank 1", 1, 2, 1, 1, 5, 0, 0}}) {
+    const Index heads = c.s * c.g;
+    const Index length = c.first_position + c.tokens + c.extra_keys;
+    const RowMatrix<float> queries =
+        testing::random_matrix(c.tokens, heads * c.rank_k, 1.0, engine);
+    const RowMatrix<float> ck = testing::random_matrix(length, c.rank_k, 1.0, engine);
+    const RowMatrix<float> cv = testing::random_matrix(length, c.rank_v, 1.0, engine);
+    const float scale = 0.4f;
+    const RowMatrix<float> want =
+        projected_reference(queries, ck, cv, heads, c.first_position, scale);
+    for (const Index splits : {1, 2, 3, 7, 40}) {
+      RowMatrix<float> out;
+      const LatentAttentionParams<float> p =
+          projected_params(queries, ck, cv, c.s, c.g, c.first_position, scale, out);
+      run_latent_attention(std::span<const LatentAttentionParams<float>>(&p, 1), splits);
+      EXPECT_LT(relative_max_error(out, want), 2e-5) << c.name << " splits " << splits;
+    }
+    // fp16 latents: the reference sees the same rounded latents.
+    const RowMatrix<std::uint16_t> ck16 = to_storage<std::uint16_t>(ck);
+    const RowMatrix<std::uint16_t> cv16 = to_storage<std::uint16_t>(cv);
+    RowMatrix<float> out;
+    const LatentAttentionParams<std::uint16_t> p =
+        projected_params(queries, ck16, cv16, c.s, c.g, c.first_position, scale, out);
+    run_latent_attention(std::span<const LatentAttentionParams<std::uint16_t>>(&p, 1));
+    const RowMatrix<float> want16 = projected_reference(queries, to_float(ck16), to_float(cv16),
+                                                        heads, c.first_position, scale);
+    EXPECT_LT(relative_max_error(out, want16), 2e-5) << c.name << " fp16";
+  }
+}
+
+TEST(LatentAttention, ProjectedRouteRejectsBadParams) {
+  std::mt19937_64 engine(5);
+  const RowMatrix<float> queries = testing::random_matrix(3, 4 * 6, 1.0, engine);
+  const RowMatrix<float> ck = testing::random_matrix(3, 6, 1.0, engine);
+  const RowMatrix<float> cv = testing::random_matrix(3, 5, 1.0, engine);
+  RowMatrix<float> out;
+  const LatentAttentionParams<float> p = projected_params(queries, ck, cv, 2, 2, 0, 0.5f, out);
+  const auto call = [&](const LatentAttentionParams<float>& q) {
+    run_latent_attention(std::span<const LatentAttentionParams<float>>(&q, 1));
+  };
+  ASSERT_NO_THROW(call(p));  // no B_k, RoPE table or head_dim needed
+  EXPECT_LT(relative_max_error(out, projected_reference(queries, ck, cv, 4, 0, 0.5f)), 2e-5);
+  LatentAttentionParams<float> bad = p;
+  bad.ld_queries = 23;  // route 2 queries are s·g·r_k = 24 wide
+  expect_invalid([&] { call(bad); }, "group 0: ld of queries = 23, expected >= 24");
+  bad = p;
+  bad.rank_k = 0;
+  expect_invalid([&] { call(bad); }, "rank_k = 0");
+  bad = p;
+  bad.route = static_cast<LatentRoute>(3);
+  expect_invalid([&] { call(bad); }, "route = 3, expected 1 (kRebuildKeys) or 2 (kProjected)");
+  bad = p;
+  bad.latent_k = nullptr;
+  expect_invalid([&] { call(bad); }, "group 0: latent_k is null");
 }
 
 }  // namespace

@@ -4,9 +4,10 @@
 # install: installs BINARY_DIR to WORK_DIR/prefix, builds tests/package/consumer with
 #          find_package(latentkv) against it, runs it.
 # subdir:  builds tests/package/subdir_consumer (add_subdirectory of SOURCE_DIR), runs it.
-# Both build without optimization (no CMAKE_BUILD_TYPE): the test is about packaging (targets,
-# include paths, dependencies, every header installed — the program includes the umbrella
-# header), and -O3 on Eigen's SVD only made it one of CI's slowest tests.
+# install also checks that every public header (include/**/*.hpp, *.cuh) was installed.
+# Both build without optimization (no CMAKE_BUILD_TYPE) a program that includes one header: the
+# test is about packaging (targets, include paths, dependencies); compiling the umbrella header
+# here twice made these two of CI's slowest tests, and HeadersAreSelfContained compiles it.
 cmake_minimum_required(VERSION 3.25)
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -21,6 +22,15 @@ endfunction()
 
 if(MODE STREQUAL "install")
   run(${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${WORK_DIR}/prefix)
+  file(GLOB_RECURSE _source RELATIVE ${SOURCE_DIR}/include ${SOURCE_DIR}/include/*.hpp
+       ${SOURCE_DIR}/include/*.cuh)
+  file(GLOB_RECURSE _installed RELATIVE ${WORK_DIR}/prefix/include
+       ${WORK_DIR}/prefix/include/*.hpp ${WORK_DIR}/prefix/include/*.cuh)
+  list(REMOVE_ITEM _source ${_installed})
+  if(_source)
+    string(REPLACE ";" ", " _missing "${_source}")
+    message(FATAL_ERROR "not installed under ${WORK_DIR}/prefix/include: ${_missing}")
+  endif()
   run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/package/consumer -B ${WORK_DIR}/build
       -DCMAKE_BUILD_TYPE= -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 elseif(MODE STREQUAL "subdir")

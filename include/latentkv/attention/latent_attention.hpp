@@ -1,7 +1,10 @@
 // SPDX-FileCopyrightText: 2026 The latentkv authors
 // SPDX-License-Identifier: Apache-2.0
 //
-// Latent causal attention on the CPU, route 1 (DESIGN §3: pre-RoPE latents rebuilt in the kernel).
+// Latent causal attention on the CPU, route 1 (DESIGN §3: pre-RoPE latents rebuilt in the kernel)
+// and route 2 (params.route = kProjected: post-RoPE projected latents, project/; the queries come
+// projected, scores are q̃·c^k over the group's shared latents, no key is rebuilt; the rest of the
+// loop below is the same).
 // One head group j of one layer (compress/compressed_model.hpp):
 //   s KV heads share the latents, g = n_q / n_kv query heads per KV head, query head m = 0..s·g−1
 //   of the group reads KV head e = m / g of the group
@@ -129,13 +132,16 @@ void latent_attention_span(const LatentAttentionParams<S>& p, Index t0, Index ro
   const Index half = p.rope_dim / 2;
   constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
-  const StridedMap<float> queries(p.queries + t0 * p.ld_queries, rows, heads * h,
+  const bool projected = p.route == LatentRoute::kProjected;
+  const Index width = projected ? p.rank_k : h;  // of one query head
+  const StridedMap<float> queries(p.queries + t0 * p.ld_queries, rows, heads * width,
                                   Eigen::OuterStride<>(p.ld_queries));
-  ws.queries.resize(n, h);
+  ws.queries.resize(n, width);
   for (Index m = 0; m < heads; ++m) {
-    ws.queries.middleRows(m * rows, rows) = queries.middleCols(m * h, h) * p.scale;
+    ws.queries.middleRows(m * rows, rows) = queries.middleCols(m * width, width) * p.scale;
   }
-  const StridedMap<float> up_k(p.up_k, p.rank_k, s * h, Eigen::OuterStride<>(p.ld_up_k));
+  const StridedMap<float> up_k(p.up_k, projected ? 0 : p.rank_k, projected ? 0 : s * h,
+                               Eigen::OuterStride<>(std::max<std::int64_t>(p.ld_up_k, 1)));
   ws.acc.setZero(n, p.rank_v);
   ws.max.setConstant(n, kMinusInf);
   ws.sum.setZero(n);
@@ -143,22 +149,30 @@ void latent_attention_span(const LatentAttentionParams<S>& p, Index t0, Index ro
   const Index first_query = p.first_position + t0;  // position of the block's first query
   for (Index k0 = key_begin; k0 < key_end; k0 += kLatentKeyBlock) {
     const Index kb = std::min(kLatentKeyBlock, key_end - k0);
-    // Rebuild and rotate the block's keys: (kb, s·h).
-    ws.keys.resize(kb, s * h);
-    ws.keys.noalias() = latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent) * up_k;
-    for (Index u = 0; u < kb; ++u) {
-      const float* table_row = p.rope + (k0 + u) * p.ld_rope;
-      for (Index e = 0; e < s; ++e) {
-        float* x = ws.keys.data() + u * s * h + e * h;
-        for (Index i = 0; i < half; ++i)
-          rope_rotate_pair_from_table(x[i], x[i + half], table_row, i, half);
-      }
-    }
-    // Scores of every query head against its KV head's keys: (n, kb).
     ws.scores.resize(n, kb);
-    for (Index e = 0; e < s; ++e) {
-      ws.scores.middleRows(e * per_kv, per_kv).noalias() =
-          ws.queries.middleRows(e * per_kv, per_kv) * ws.keys.middleCols(e * h, h).transpose();
+    if (projected) {
+      // Route 2: every query head of the group scores the shared latents directly: (n, kb).
+      ws.scores.noalias() =
+          ws.queries *
+          latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent).transpose();
+    } else {
+      // Rebuild and rotate the block's keys: (kb, s·h).
+      ws.keys.resize(kb, s * h);
+      ws.keys.noalias() =
+          latent_block(p.latent_k, p.ld_latent_k, k0, kb, p.rank_k, ws.latent) * up_k;
+      for (Index u = 0; u < kb; ++u) {
+        const float* table_row = p.rope + (k0 + u) * p.ld_rope;
+        for (Index e = 0; e < s; ++e) {
+          float* x = ws.keys.data() + u * s * h + e * h;
+          for (Index i = 0; i < half; ++i)
+            rope_rotate_pair_from_table(x[i], x[i + half], table_row, i, half);
+        }
+      }
+      // Scores of every query head against its KV head's keys: (n, kb).
+      for (Index e = 0; e < s; ++e) {
+        ws.scores.middleRows(e * per_kv, per_kv).noalias() =
+            ws.queries.middleRows(e * per_kv, per_kv) * ws.keys.middleCols(e * h, h).transpose();
+      }
     }
     // Online softmax: rescale what was accumulated when a row's maximum grows.
     const bool masked = k0 + kb - 1 > first_query;  // some key is after some query
@@ -226,9 +240,14 @@ void run_latent_attention(std::span<const LatentAttentionParams<S>> groups, Inde
     first_block[j + 1] = first_block[j] + (p.tokens + kLatentQueryBlock - 1) / kLatentQueryBlock;
     const double keys = static_cast<double>(p.first_position + p.tokens);
     const double heads = static_cast<double>(p.heads_per_group * p.group_size);
-    work +=
-        keys * (static_cast<double>(p.tokens) * heads * static_cast<double>(p.head_dim + p.rank_v) +
-                static_cast<double>(p.rank_k * p.heads_per_group * p.head_dim));
+    if (p.route == LatentRoute::kProjected) {
+      work +=
+          keys * static_cast<double>(p.tokens) * heads * static_cast<double>(p.rank_k + p.rank_v);
+    } else {
+      work += keys *
+              (static_cast<double>(p.tokens) * heads * static_cast<double>(p.head_dim + p.rank_v) +
+               static_cast<double>(p.rank_k * p.heads_per_group * p.head_dim));
+    }
     if (p.tokens > 0) longest = std::max(longest, p.first_position + p.tokens);
   }
   const Index num_blocks = first_block.back();

@@ -50,12 +50,6 @@
 
 namespace latentkv {
 
-/// How keys are scored (DESIGN §3).
-enum class LatentRoute : int {
-  kRebuildKeys = 1,  ///< route 1: pre-RoPE latents, keys rebuilt with B_k and rotated per tile
-  kProjected = 2,    ///< route 2: post-RoPE projected latents scored directly (any rank)
-};
-
 /// Keys per shared-memory tile of a decode CTA.
 inline constexpr std::int64_t kLatentDecodeTile = 32;
 /// Threads per decode CTA.

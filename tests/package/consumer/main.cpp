@@ -2,8 +2,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // A downstream program: factorize a K/V-shaped weight and check Eckart–Young. Exit code 0 = OK.
+// It includes one header, not the umbrella: what this test checks is the packaging (targets,
+// include paths, Eigen found through the package); every header compiling on its own is
+// HeadersAreSelfContained's, and every header being installed is run_consumer.cmake's check.
+#include <cmath>
 #include <cstdio>
-#include <latentkv/latentkv.hpp>
+#include <latentkv/core/version.hpp>
+#include <latentkv/factorize/exact_svd_factorizer.hpp>
 
 int main() {
   using namespace latentkv;
