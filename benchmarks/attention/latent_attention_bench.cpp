@@ -242,11 +242,4 @@ BENCHMARK(BM_QuantizedLatentAttention)->Apply(quantized_args);
 }  // namespace
 }  // namespace latentkv
 
-int main(int argc, char** argv) {
-  latentkv::bench::record_build_flags();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return latentkv::bench::run_benchmarks(argc, argv); }

@@ -244,10 +244,5 @@ void register_all() {
 
 int main(int argc, char** argv) {
   latentkv::register_all();
-  latentkv::bench::record_build_flags();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return latentkv::bench::run_benchmarks(argc, argv);
 }

@@ -75,6 +75,19 @@ for b in 0.25 0.125; do
   rows[a432g128-n0.03-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --bits 4,3,2 --quant-group 128 --noise-weight 0.03"
   rows[auto-n0.03-$b]="--compressed $file --cache-dtype auto --budget $b --kl-divergence --noise-weight 0.03"
 done
+# Route 2 (MatryoshkaKV PCA; latentkv-compress --method matryoshka): post-RoPE key/value bases
+# calibrated on the file's last 4096 tokens, one file at budget 1.0 per grouping, schedule and
+# number of sink tokens left out of the statistics (made when a row needs it), --budget re-plans.
+# fp16 latents: the kept fraction of numbers is the kept fraction of fp16 bytes.
+for g in joint per-head; do
+  for s in uniform energy; do
+    for k in 0 1; do
+      for b in 1.0 0.75 0.5 0.25; do
+        rows[pca-$g-$s-k$k-$b]="PCA:$g:$s:$k --budget $b --cache-dtype f16 --kl-divergence"
+      done
+    done
+  done
+done
 # Row name suffixes pick the text (the row's flags are the unsuffixed name's):
 #   @pydoc  the Python documentation (tests/data/pydoc), $CHUNKS chunks
 #   @dev    the dev slice: WikiText-2's test characters from the last newline before
@@ -107,10 +120,21 @@ for name in "${names[@]}"; do
     *@head) row_text="$work/wikitext-head.txt" span=(--all) ;;
     *@*) echo "unknown text in row $name (@pydoc, @dev or @head)" >&2; exit 2 ;;
   esac
-  echo "== $name: latentkv-eval --model M --text $(basename "$row_text") --ctx 1024 ${span[*]} ${rows[$base]}"
+  flags=${rows[$base]}
+  if [[ $flags == PCA:* ]]; then
+    IFS=: read -r _ g s k <<<"${flags%% *}"
+    pca="$work/smollm2.pca-$g-$s-k$k.safetensors"
+    if [[ ! -f $pca ]]; then
+      "$build/examples/latentkv-compress" --method matryoshka --model "$model" --budget 1.0 \
+        --grouping "$g" --schedule "$s" --sink-tokens "$k" --out "$pca" --threads "$threads" \
+        >"$pca.log" 2>&1
+    fi
+    flags="--compressed $pca ${flags#* }"
+  fi
+  echo "== $name: latentkv-eval --model M --text $(basename "$row_text") --ctx 1024 ${span[*]} $flags"
   # shellcheck disable=SC2086
   "$build/examples/latentkv-eval" --model "$model" --text "$row_text" --ctx 1024 "${span[@]}" \
-    --threads "$threads" --json "$work/$name.json" ${rows[$base]} >"$work/$name.out" \
+    --threads "$threads" --json "$work/$name.json" $flags >"$work/$name.out" \
     2>"$work/$name.log"
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[2], "PPL %.4f" % j["ppl"], "bytes/token %.1f" % j["kv_bytes_per_token_exact"], "vs fp16 %.4f" % j["kv_vs_dense_fp16"], "bits %.3f" % j["bits_per_number"], "%.0f s" % j["seconds"])' "$work/$name.json" "$name"
 done

@@ -2,7 +2,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // latentkv-compress: a checkpoint + a KV-cache budget → a compressed checkpoint (docs/FORMAT.md).
-//   latentkv-compress --model PATH(.gguf | HF dir | .safetensors) --budget 0.5
+//   --method svd (default): low-rank factors of W_k, W_v (route 1), the options below;
+//   --method matryoshka: post-RoPE PCA bases of keys and values calibrated on --calib (route 2,
+//   project/; a projection file, "latentkv.projected"): --budget, --schedule
+//   uniform|progressive|energy (default energy), --grouping, --calib, --calib-tokens (default
+//   4096 here), --sink-tokens N (the first N tokens of every calibration chunk left out),
+//   --multiple. latentkv-compress --model PATH(.gguf | HF dir | .safetensors) --budget 0.5
 //       --schedule uniform|progressive|energy|sensitivity|search
 //       --factorizer svd|rsvd|whitened|svd-gain --grouping joint|per-head|group:N [--calib FILE]
 //       [--layers A-B] [--recalibrate-values [--recalibrate-ridge R]]
@@ -43,8 +48,10 @@
 #include "latentkv/io/detail/atomic_write.hpp"
 #include "latentkv/io/gguf_reader.hpp"
 #include "latentkv/io/hf_model_dir.hpp"
+#include "latentkv/io/projection_checkpoint.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/llama_model.hpp"
+#include "latentkv/project/pca_calibration.hpp"
 #include "latentkv/text/tokenizer.hpp"
 
 namespace {
@@ -56,6 +63,7 @@ namespace lk = latentkv;
 constexpr const char* kTool = "latentkv-compress";
 
 struct Options {
+  std::string method = "svd";  // svd: weight factors (route 1); matryoshka: PCA bases (route 2)
   fs::path model;
   double budget = 0.5;
   std::string schedule;    // empty: sensitivity for a GGUF, else energy (the best measured)
@@ -217,6 +225,126 @@ nlohmann::json report_json(const Options& o, const lk::CompressionReport& r, dou
   }
   j["matrices"] = std::move(matrices);
   return j;
+}
+
+/// --method matryoshka: calibrate post-RoPE PCA bases on the tail of --calib, plan ranks with a
+/// spectrum schedule on their variances, write the projection file (io/projection_checkpoint.hpp).
+int run_matryoshka(Options o, bool calib_tokens_given, const std::string& command_line) {
+  const auto start = std::chrono::steady_clock::now();
+  if (!(o.budget > 0.0 && o.budget <= 1.0)) {
+    usage_error("--budget = ", o.budget, ", expected a kept fraction in (0, 1]");
+  }
+  if (o.schedule.empty()) o.schedule = "energy";
+  if (!lk::is_data_free_schedule(o.schedule)) {
+    usage_error(
+        "--method matryoshka plans on the PCA variances: --schedule must be uniform, "
+        "progressive or energy, not ",
+        o.schedule);
+  }
+  const auto reject = [&](bool given, const char* option) {
+    if (given) usage_error(option, " applies to --method svd only");
+  };
+  reject(!o.factorizer.empty(), "--factorizer");
+  reject(!o.layers.empty(), "--layers");
+  reject(o.recalibrate_values, "--recalibrate-values");
+  reject(o.sink_weight != 0.0, "--sink-weight");
+  reject(o.dtype != "f32", "--dtype");
+  if (o.sink_tokens < 0) usage_error("--sink-tokens = ", o.sink_tokens, ", expected >= 0");
+  if (o.multiple < 1) usage_error("--multiple = ", o.multiple, ", expected >= 1");
+  if (o.threads < 0) usage_error("--threads = ", o.threads, ", expected >= 1");
+  const lk::AnyGrouping grouping = lk::parse_grouping(o.grouping);
+  if (!fs::exists(o.model)) usage_error("--model: no file or directory at ", o.model);
+  if (!(fs::is_regular_file(o.model) && o.model.extension() == ".gguf")) {
+    usage_error(
+        "--method matryoshka runs the model on calibration text: it needs a .gguf --model "
+        "(tokenizer and weights), got ",
+        o.model);
+  }
+  if (o.out.empty() || fs::is_directory(o.out)) {
+    usage_error("--out: ", o.out, " is not a file path");
+  }
+  if (same_file(o.out, o.model)) {
+    usage_error("--out ", o.out, " is the input checkpoint: refusing to overwrite it");
+  }
+  if (!o.report.empty() && (same_file(o.report, o.out) || same_file(o.report, o.model))) {
+    usage_error("--report ", o.report, " would overwrite the input or the output");
+  }
+  if (const fs::path parent = o.out.parent_path(); !parent.empty() && !fs::is_directory(parent)) {
+    usage_error("--out: no directory ", parent);
+  }
+  if (o.calib.empty()) o.calib = default_text();
+  require_file(o.calib, "--calib");
+  if (o.threads > 0) lk::set_threads(o.threads);
+  if (!calib_tokens_given) o.calib_tokens = 4096;
+
+  const lk::GgufReader gguf = lk::GgufReader::open(o.model);
+  const lk::LlamaModel model = lk::LlamaModel::from_gguf(gguf);
+  const lk::ModelConfig& c = model.config();
+  const Index s =
+      std::visit([&](const auto& g) { return g.heads_per_group(c.num_kv_heads); }, grouping);
+  if (s < 1 || c.num_kv_heads % s != 0) {
+    usage_error("--grouping ", o.grouping, ": groups of ", s, " do not divide the ", c.num_kv_heads,
+                " KV heads");
+  }
+  const std::vector<std::int32_t> calib_ids =
+      lk::BpeTokenizer::from_gguf(gguf).encode(read_text(o.calib, "--calib"));
+  const std::vector<std::int32_t> ids = tail_tokens(calib_ids, o.calib_tokens, "--calib-tokens");
+  if (o.sink_tokens >= std::min<Index>(1024, static_cast<Index>(ids.size()))) {
+    usage_error("--sink-tokens = ", o.sink_tokens, " leaves no calibration token in a chunk of ",
+                std::min<Index>(1024, static_cast<Index>(ids.size())));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const lk::ProjectionStats stats =
+      lk::collect_projection_stats(model, ids, {.ctx = 1024, .skip_first = o.sink_tokens});
+  const lk::ProjectedModel full = stats.fit(s);
+  const lk::RankPlan plan =
+      lk::plan_with(lk::make_data_free_schedule(o.schedule), full.rank_problem(c.d_model),
+                    {.budget = o.budget, .multiple = o.multiple});
+  const lk::ProjectedModel projected = full.truncated(plan);
+  if (!o.quiet) {
+    std::fprintf(stderr,
+                 "%s: matryoshka: post-RoPE key/value statistics of %ld tokens (%s, last %ld, "
+                 "first %ld of each chunk left out) in %.1f s; %s plan, budget %.4f\n",
+                 kTool, static_cast<long>(stats.tokens()), o.calib.filename().c_str(),
+                 static_cast<long>(ids.size()), static_cast<long>(o.sink_tokens), seconds_since(t0),
+                 o.schedule.c_str(), plan.budget());
+  }
+  lk::ProjectionCheckpointOptions options;
+  options.schedule = o.schedule;
+  options.skip_first = o.sink_tokens;
+  options.source_model =
+      o.model.filename().string() + " (" + std::to_string(fs::file_size(o.model)) + " bytes)";
+  options.created_by = command_line;
+  options.extra_metadata["grouping"] = o.grouping;
+  options.extra_metadata["multiple"] = std::to_string(o.multiple);
+  options.extra_metadata["calib"] = o.calib.filename().string();
+  lk::write_projection_checkpoint(o.out, projected, c, options);
+  const double dense = 2.0 * static_cast<double>(c.num_layers * c.kv_dim());
+  std::printf("| %-28s | %-14s |\n|%s|%s|\n", "projections (route 2)", "value",
+              std::string(30, '-').c_str(), std::string(16, '-').c_str());
+  std::printf("| %-28s | %-14s |\n", "grouping", o.grouping.c_str());
+  std::printf("| %-28s | %-14s |\n", "schedule", o.schedule.c_str());
+  std::printf("| %-28s | %-14.4f |\n", "budget (of dense numbers)", plan.budget());
+  std::printf("| %-28s | %-14ld |\n", "latent numbers per token",
+              static_cast<long>(plan.latent_width()));
+  std::printf("| %-28s | %-14.0f |\n", "dense numbers per token", dense);
+  std::printf("| %-28s | %-14ld |\n", "fp16 KV bytes per token",
+              static_cast<long>(2 * plan.latent_width()));
+  std::printf("wrote %s (%s) in %.1f s\n", o.out.c_str(),
+              human_bytes(static_cast<double>(fs::file_size(o.out))).c_str(), seconds_since(start));
+  if (!o.report.empty()) {
+    nlohmann::json j;
+    j["method"] = "matryoshka";
+    j["model"] = o.model.filename().string();
+    j["budget_requested"] = o.budget;
+    j["plan"] = plan.to_json();
+    j["grouping"] = o.grouping;
+    j["calibration_tokens"] = stats.tokens();
+    j["sink_tokens"] = o.sink_tokens;
+    j["seconds"] = seconds_since(start);
+    write_text_atomically(o.report, j.dump(2) + "\n", "latentkv-compress: --report");
+  }
+  return 0;
 }
 
 int run(Options o) {
@@ -492,6 +620,11 @@ int main(int argc, char** argv) {
       "global KV-cache budget, written as a compressed checkpoint (docs/FORMAT.md)."};
   app.add_option("--model", o.model, "checkpoint: .gguf, Hugging Face directory or .safetensors")
       ->required();
+  app.add_option("--method", o.method,
+                 "svd: low-rank K/V factors (route 1); matryoshka: post-RoPE PCA bases calibrated "
+                 "on --calib (route 2; a .gguf --model)")
+      ->check(CLI::IsMember({"svd", "matryoshka"}))
+      ->capture_default_str();
   app.add_option("--budget", o.budget, "kept fraction of dense KV-cache bytes, in (0, 1]")
       ->capture_default_str();
   app.add_option("--schedule", o.schedule,
@@ -503,8 +636,11 @@ int main(int argc, char** argv) {
   app.add_option("--calib", o.calib,
                  "calibration text for whitened/sensitivity/search (default: the WikiText-2 test "
                  "split; its last tokens are used)");
-  app.add_option("--calib-tokens", o.calib_tokens, "tokens for the whitening Gram matrices")
-      ->capture_default_str();
+  CLI::Option* calib_tokens =
+      app.add_option("--calib-tokens", o.calib_tokens,
+                     "tokens for the whitening Gram matrices (matryoshka: the PCA statistics, "
+                     "default 4096)")
+          ->capture_default_str();
   app.add_option("--divergence-tokens", o.divergence_tokens,
                  "tokens for the KL divergence of sensitivity/search")
       ->capture_default_str();
@@ -534,6 +670,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (o.method == "matryoshka") {
+      std::string command_line = kTool;
+      for (int i = 1; i < argc; ++i) command_line += std::string(" ") + argv[i];
+      return run_matryoshka(o, calib_tokens->count() > 0, command_line);
+    }
     return run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", kTool, e.what());

@@ -6,6 +6,9 @@
 //   latentkv-eval --model M.gguf [--compressed C.safetensors [--budget B] [--cache-dtype D]]
 //                 [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
 //                 [--kl-divergence]
+//   C may also be a route-2 projection file (latentkv-compress --method matryoshka,
+//         io/projection_checkpoint.hpp): run through ProjectedKvCache (f32 | f16 latents); --budget
+//         re-plans by the file's schedule on its PCA variances and truncates the bases.
 //   --cache-dtype D: f32 | f16 | int8 | int4 | int3 | int2 (uniform asymmetric, fp16 scale and
 //         zero per group) | lm4 | lm3 | lm2 (Gaussian Lloyd-Max levels, fp16 mean and RMS per
 //         group) | auto (a rank and a bit width per latent, chosen for --budget in bytes out of
@@ -50,6 +53,7 @@
 
 #include "../common/tool_support.hpp"
 #include "latentkv/cache/latent_kv_cache.hpp"
+#include "latentkv/cache/projected_kv_cache.hpp"
 #include "latentkv/compress/calibration.hpp"
 #include "latentkv/compress/dispatch.hpp"
 #include "latentkv/compress/elastic.hpp"
@@ -58,6 +62,7 @@
 #include "latentkv/io/compressed_checkpoint.hpp"
 #include "latentkv/io/detail/atomic_write.hpp"
 #include "latentkv/io/gguf_reader.hpp"
+#include "latentkv/io/projection_checkpoint.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
 #include "latentkv/model/llama_model.hpp"
@@ -96,6 +101,13 @@ struct Options {
   std::vector<double> noise_weight;  // planner γ_K, γ_V (empty: the planner's defaults)
   bool bits_given = false;
 };
+
+/// Whether `path` is a route-2 projection file (metadata format "latentkv.projected").
+bool is_projection_file(const fs::path& path) {
+  const lk::SafetensorsReader reader = lk::SafetensorsReader::open(path);
+  const std::string* format = reader.find_metadata("format");
+  return format != nullptr && *format == lk::kProjectionCheckpointFormat;
+}
 
 /// Runs the protocol through `cache`, printing per-chunk progress to stderr.
 template <class Cache>
@@ -384,7 +396,13 @@ int run(const Options& o) {
     usage_error("--budget needs --compressed (a dense model has no budget to change)");
   }
   if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
+  const bool projection_file = !o.compressed.empty() && is_projection_file(o.compressed);
   const bool quantized = quantized_dtype(o.cache_dtype);
+  if (projection_file && (quantized || o.cache_dtype == "auto")) {
+    usage_error("--cache-dtype ", o.cache_dtype, " with the projection file ", o.compressed,
+                ": route-2 latents run as f32 or f16 (quantized route-2 latents are not built "
+                "yet)");
+  }
   if (quantized && o.compressed.empty()) {
     usage_error("--cache-dtype ", o.cache_dtype,
                 " needs --compressed (the dense cache stores fp32 K and V)");
@@ -454,9 +472,53 @@ int run(const Options& o) {
   double budget = 1.0;
   double bytes_per_token = 0.0;  // exact (quantized: at --bytes-context)
   Index numbers_per_token = 2 * c.num_layers * c.kv_dim();
+  // A compressed cache: perplexity (and KL against dense with --kl-divergence).
+  const auto run_through = [&](auto& cache) {
+    if (o.kl_divergence) {
+      kl = evaluate_kl(model, cache, ids, options, chunks);
+      r = kl->test;
+    } else {
+      r = evaluate(model, cache, ids, options, chunks);
+    }
+    numbers_per_token = cache.numbers_per_token();
+  };
   if (o.compressed.empty()) {
     latentkv::DenseKvCache cache(model.weights(), o.ctx);
     r = evaluate(model, cache, ids, options, chunks);
+  } else if (projection_file) {
+    // Route 2 (--method matryoshka): post-RoPE projections, attention in latent space.
+    const lk::ProjectionCheckpointInfo info = lk::read_projection_checkpoint_info(o.compressed);
+    lk::ProjectedModel projected = lk::load_projection_checkpoint(o.compressed);
+    try {
+      projected.validate(c);
+    } catch (const lk::InvalidArgument& e) {
+      usage_error("--compressed ", o.compressed, " does not fit --model ", o.model, ": ", e.what());
+    }
+    if (o.budget != 0.0) {
+      if (o.budget > info.plan.budget() + 1e-9) {
+        usage_error("--budget = ", o.budget, " is above the file's ", info.plan.budget(),
+                    " (a file holds its plan's ranks; recompress for more)");
+      }
+      const auto multiple = info.metadata.find("multiple");
+      const lk::RankBudget b{
+          .budget = o.budget,
+          .multiple = multiple == info.metadata.end() ? 1 : std::stoll(multiple->second),
+          .ceiling = info.plan};
+      projected = projected.truncated(lk::plan_with(lk::make_data_free_schedule(info.schedule),
+                                                    projected.rank_problem(c.d_model), b));
+    }
+    budget = projected.plan().budget();
+    const auto grouping = info.metadata.find("grouping");
+    cache_name = "projected " + o.cache_dtype + " (route 2, " + info.method + ", " +
+                 (grouping == info.metadata.end() ? std::string("?") : grouping->second) + ", " +
+                 info.schedule + ", budget " + format("%.4f", budget) + ")";
+    if (o.cache_dtype == "f16") {
+      lk::ProjectedKvCache<std::uint16_t> cache(model.weights(), projected, o.ctx);
+      run_through(cache);
+    } else {
+      lk::ProjectedKvCache<float> cache(model.weights(), projected, o.ctx);
+      run_through(cache);
+    }
   } else {
     lk::CompressedModel compressed = load_compressed(o, model, tokenizer);
     if (quant && o.budget != 0.0) {
@@ -469,15 +531,6 @@ int run(const Options& o) {
     cache_name = "latent " + (quant ? quant_name(o) : o.cache_dtype) + " (" + compressed.grouping +
                  ", " + compressed.plan.schedule + ", budget " +
                  format("%.4f", compressed.plan.budget()) + ")";
-    const auto run_through = [&](auto& cache) {
-      if (o.kl_divergence) {
-        kl = evaluate_kl(model, cache, ids, options, chunks);
-        r = kl->test;
-      } else {
-        r = evaluate(model, cache, ids, options, chunks);
-      }
-      numbers_per_token = cache.numbers_per_token();
-    };
     if (quant) {
       lk::QuantizedLatentKvCache cache(model.weights(), compressed, *quant, o.ctx);
       run_through(cache);

@@ -31,6 +31,7 @@
 #include "latentkv/io/gguf_reader.hpp"
 #include "latentkv/io/hf_model_dir.hpp"
 #include "latentkv/io/mapped_file.hpp"
+#include "latentkv/io/projection_checkpoint.hpp"
 #include "latentkv/io/safetensors.hpp"
 #include "latentkv/io/safetensors_stream_writer.hpp"
 #include "latentkv/linalg/matrix.hpp"

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <Eigen/QR>
 #include <cstdint>
 #include <cstdio>
 #include <random>

@@ -71,15 +71,7 @@ class ProjectedKvCache {
     const ModelConfig& c = weights_->config;
     check_layer(layer, kWhere);
     Layer& cache = layers_[static_cast<std::size_t>(layer)];
-    if (position != cache.length) {
-      detail::raise<InvalidArgument>(kWhere, "layer ", layer, ": position = ", position,
-                                     ", expected ", cache.length,
-                                     " (the tokens the layer holds; call reset() to start over)");
-    }
-    if (x.cols() != c.d_model) {
-      detail::raise<InvalidArgument>(kWhere, "layer ", layer, ": x has ", x.cols(),
-                                     " columns, expected d_model = ", c.d_model);
-    }
+    detail::check_attend_input(kWhere, layer, position, cache.length, x.cols(), c.d_model);
     const Index tokens = x.rows();
     reserve_layer(cache, position + tokens);
     const AttentionWeights& w = weights_->layers[static_cast<std::size_t>(layer)].attention;

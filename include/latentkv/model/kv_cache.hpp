@@ -32,6 +32,7 @@
 #include <concepts>
 #include <cstdint>
 
+#include "latentkv/core/error.hpp"
 #include "latentkv/linalg/matrix.hpp"
 
 namespace latentkv {
@@ -47,6 +48,20 @@ concept KvCache = requires(C& cache, const C& const_cache, Index layer, const Ma
 };
 
 namespace detail {
+
+/// The checks every cache's attend() starts with: the new tokens continue the layer (position ==
+/// the tokens it holds) and x is (tokens, d_model). Throws InvalidArgument naming the layer.
+inline void check_attend_input(const char* where, Index layer, Index position, Index length,
+                               Index x_cols, Index d_model) {
+  if (position != length) {
+    raise<InvalidArgument>(where, "layer ", layer, ": position = ", position, ", expected ", length,
+                           " (the tokens the layer holds; call reset() to start over)");
+  }
+  if (x_cols != d_model) {
+    raise<InvalidArgument>(where, "layer ", layer, ": x has ", x_cols,
+                           " columns, expected d_model = ", d_model);
+  }
+}
 
 /// Member-by-member diagnostics for a type that should model KvCache (STYLE §3): use in a
 /// template taking a cache so a missing member is named instead of a wall of template errors.
