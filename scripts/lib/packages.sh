@@ -26,7 +26,10 @@ LATENTKV_TEST_PACKAGES=("${LATENTKV_MAIN_PACKAGES[@]}" git python3-venv libgtest
 latentkv_install_missing_packages() {
   local missing=() p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    # Output captured, not piped into grep -q: under the callers' `set -o pipefail` an early
+    # grep -q exit kills the writer with SIGPIPE and the pipeline fails although it matched.
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] ||
+      missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   echo "== installing missing Debian packages: ${missing[*]}"
@@ -49,7 +52,7 @@ latentkv_install_missing_packages() {
   # A package with no installation candidate (unknown name, unreachable mirror) is named before
   # apt-get changes anything.
   for p in "${missing[@]}"; do
-    if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+    if ! grep -q 'Candidate: [^(]' <<<"$(apt-cache policy "$p" 2>/dev/null)"; then
       echo "latentkv: the Debian package '$p' cannot be installed: no installation candidate" \
         "(apt-cache policy $p)" >&2
       rm -f "$log"

@@ -33,6 +33,11 @@ apt-cache() {
     printf '%s:\n  Installed: (none)\n  Candidate: (none)\n' "$2"
   else
     printf '%s:\n  Installed: (none)\n  Candidate: 1.0-1\n' "$2"
+    # The real apt-cache goes on writing (the version table) after the candidate line, as here
+    # after a pause: a reader that stops at the match (grep -q in a pipe) makes this write fail
+    # with SIGPIPE, which `set -o pipefail` turns into a failed check of an installable package.
+    sleep 0.2
+    printf '  Version table:\n     1.0-1 500\n        500 http://deb.debian.org/debian main\n'
   fi
 }
 apt-get() {
