@@ -20,7 +20,6 @@
 // RankSchedule; runtime choices map to instantiations in compress/dispatch.hpp.
 #pragma once
 
-#include <Eigen/SVD>
 #include <algorithm>
 #include <chrono>
 #include <concepts>
@@ -41,6 +40,7 @@
 #include "latentkv/factorize/gram_eigen_factorizer.hpp"
 #include "latentkv/factorize/grouping.hpp"
 #include "latentkv/factorize/whitened_factorizer.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 #include "latentkv/linalg/matrix.hpp"
 #include "latentkv/schedule/energy_rank_schedule.hpp"
 #include "latentkv/schedule/rank_plan.hpp"

@@ -22,7 +22,6 @@
 // sit) may be down-weighted in the whitening Gram matrices: attention_input_grams(sink_tokens, w).
 #pragma once
 
-#include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,6 +34,7 @@
 #include "latentkv/compress/compressor.hpp"
 #include "latentkv/core/error.hpp"
 #include "latentkv/core/rope.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 #include "latentkv/linalg/matrix.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"

@@ -11,10 +11,10 @@
 //   `jacobi_below` (min(rows, cols)) it uses Jacobi, as Eigen's own BDCSVD does for its leaves.
 #pragma once
 
-#include <Eigen/SVD>
 #include <algorithm>
 
 #include "latentkv/factorize/factorizer.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 
 namespace latentkv {
 

@@ -26,13 +26,12 @@
 // reported error is ‖W‖² − Σ_{i≤r} λ_i in double.
 #pragma once
 
-#include <Eigen/Eigenvalues>
-#include <Eigen/QR>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "latentkv/factorize/factorizer.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 
 namespace latentkv {
 
@@ -119,7 +118,9 @@ class GramEigenFactorizer {
                         ColMatrix<double>& vecs, double& tail) const {
     const Index n = gram.rows();
     gram.template triangularView<Eigen::StrictlyUpper>() = gram.transpose();
-    const Eigen::SelfAdjointEigenSolver<ColMatrix<float>> coarse(gram.cast<float>());
+    // A plain matrix argument, the specialization linalg/decompositions.hpp covers.
+    const ColMatrix<float> gram32 = gram.cast<float>();
+    const Eigen::SelfAdjointEigenSolver<ColMatrix<float>> coarse(gram32);
     if (coarse.info() != Eigen::Success) return false;
     const Vector<float> mu = coarse.eigenvalues().reverse();  // descending
     const double limit = options_.mixed_condition_limit;

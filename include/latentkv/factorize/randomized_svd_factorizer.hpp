@@ -16,14 +16,13 @@
 // min(m, n); with p = 10, q = 2 (the textbook setting) it is 5–10% above optimal there.
 #pragma once
 
-#include <Eigen/QR>
-#include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 
 #include "latentkv/factorize/factorizer.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 
 namespace latentkv {
 

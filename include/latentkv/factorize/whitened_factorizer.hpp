@@ -14,13 +14,12 @@
 // and every pivot L_ii² >= s. applied_shift() reports δ. A zero Gram matrix is rejected.
 #pragma once
 
-#include <Eigen/Cholesky>
-#include <Eigen/SVD>
 #include <cmath>
 #include <utility>
 
 #include "latentkv/factorize/exact_svd_factorizer.hpp"
 #include "latentkv/factorize/factorizer.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 
 namespace latentkv {
 

@@ -170,7 +170,9 @@ namespace detail {
   Index expected_tensors = 0;
   for (Index l = 0; l < info.plan.num_layers(); ++l) {
     const LayerRanks& r = info.plan.layers[static_cast<std::size_t>(l)];
-    for (const auto& [side, ranks] : {std::pair{"k", &r.k}, std::pair{"v", &r.v}}) {
+    for (const auto& side_ranks : {std::pair{"k", &r.k}, std::pair{"v", &r.v}}) {
+      const char* side = side_ranks.first;    // not a structured binding: the lambda below captures
+      const auto* ranks = side_ranks.second;  // it, which clang before 16 rejects
       for (std::size_t j = 0; j < ranks->size(); ++j) {
         const auto g = static_cast<Index>(j);
         const auto expect = [&](std::string_view part, SafetensorsDtype dtype,

@@ -10,13 +10,13 @@
 // their keys and values are outliers the softmax mostly ignores); they still run through the model.
 #pragma once
 
-#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "latentkv/core/error.hpp"
+#include "latentkv/linalg/decompositions.hpp"
 #include "latentkv/linalg/matrix.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
 #include "latentkv/model/llama_model.hpp"
