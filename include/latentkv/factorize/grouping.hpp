@@ -125,13 +125,14 @@ struct GroupedFactors {
     const Index local = head % heads_per_group;
     return g.down * g.up.middleCols(local * layout.head_dim, layout.head_dim);
   }
-  /// The whole projection: (d, n_kv·h).
+  /// The whole projection: (d, n_kv·h). Built head by head, so its columns of a head equal
+  /// reconstruct_head(head) bit for bit on every instruction set (one product per group would
+  /// round differently wherever the GEMM kernel's blocking depends on the width, as with AVX-512).
   [[nodiscard]] RowMatrix<T> reconstruct() const {
     const Index d = groups.empty() ? 0 : groups.front().rows();
     RowMatrix<T> w(d, layout.width());
-    const Index block = heads_per_group * layout.head_dim;
-    for (Index g = 0; g < num_groups(); ++g) {
-      w.middleCols(g * block, block) = groups[static_cast<std::size_t>(g)].reconstruct();
+    for (Index h = 0; h < layout.num_kv_heads; ++h) {
+      w.middleCols(h * layout.head_dim, layout.head_dim) = reconstruct_head(h);
     }
     return w;
   }
