@@ -18,7 +18,7 @@
 //         #include <latentkv/linalg/decompositions.hpp>
 //     (it must be the TU's first latentkv include). In this repository that TU is
 //     src/decompositions.cpp, the static library latentkv_decompositions (CMakeLists.txt), which
-//     the tests, benchmarks and tools link.
+//     the tests and tools link.
 //
 // Without either macro (the default) this header only includes Eigen's modules, and the library
 // stays header-only. Only the exact specializations below are covered: plain column-major
