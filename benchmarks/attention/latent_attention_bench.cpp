@@ -18,9 +18,19 @@
 //   vs_dense_fp16  cache_bytes / (length·2·n_kv·h·2), the byte budget of the row
 // Latent decode is compute-bound on a CPU (r·s·h MACs per cached token to rebuild keys, DESIGN
 // §7), so it reads fewer bytes but takes longer than dense. Single-threaded (no OpenMP here).
+// Route 2 (params.route = kProjected, project/, cache/projected_kv_cache.hpp; issue 11's speed
+// target): projected queries score the cached latents directly, no key is rebuilt. One decode
+// token against 32K cached tokens on two layer shapes, joint latents (s = n_kv) of
+// r_k = r_v = budget·n_kv·h, budgets 0.5 and 0.25, fp32 and fp16 latents, next to the dense
+// kernel on the same shape (BM_CausalAttention_DenseShape):
+//   model 0  SmolLM2-135M   n_q 9,  n_kv 3, h 64   (r = 96, 48)
+//   model 1  LLaMA-3-8B     n_q 32, n_kv 8, h 128  (r = 512, 256)
+//   vs_dense  cache_bytes / the dense fp32 cache's bytes on the shape (the byte ratio the time
+//             ratio is held to: route-2 time / dense time ≤ 1.1 × vs_dense)
 // Run: build/benchmarks/latent_attention_bench [--benchmark_min_time=0.2]
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <map>
@@ -81,6 +91,41 @@ const Data& data(Index length, Index heads_per_group, Index rank) {
     d->rank_v.push_back(rank);
   }
   d->rope = rope_table(length, kHeadDim, 1e5f);
+  slot = std::move(d);
+  return *slot;
+}
+
+struct LayerShape {
+  Index heads, kv_heads, head_dim;
+};
+constexpr LayerShape kShapes[] = {{9, 3, 64}, {32, 8, 128}};  // SmolLM2-135M, LLaMA-3-8B
+
+/// Random dense K, V (length, n_kv·h) and joint route-2 latents (length, r) of a shape.
+struct ProjectedData {
+  RowMatrix<float> keys, values;
+  RowMatrix<float> latent_k, latent_v;
+  RowMatrix<std::uint16_t> latent_k16, latent_v16;
+};
+
+const ProjectedData& projected_data(Index length, Index model, Index rank) {
+  static std::map<std::tuple<Index, Index, Index>, std::unique_ptr<ProjectedData>> cache;
+  auto& slot = cache[{length, model, rank}];
+  if (slot) return *slot;
+  const LayerShape& shape = kShapes[model];
+  std::mt19937_64 engine(static_cast<std::uint64_t>(length * 7 + model * 3 + rank));
+  auto d = std::make_unique<ProjectedData>();
+  if (rank == 0) {
+    d->keys = gaussian(length, shape.kv_heads * shape.head_dim, 1.0, engine);
+    d->values = gaussian(length, shape.kv_heads * shape.head_dim, 1.0, engine);
+  } else {
+    d->latent_k = gaussian(length, rank, 1.0, engine);
+    d->latent_v = gaussian(length, rank, 1.0, engine);
+    const auto narrow = [](const RowMatrix<float>& m) {
+      return RowMatrix<std::uint16_t>(m.unaryExpr([](float v) { return float_to_fp16_bits(v); }));
+    };
+    d->latent_k16 = narrow(d->latent_k);
+    d->latent_v16 = narrow(d->latent_v);
+  }
   slot = std::move(d);
   return *slot;
 }
@@ -206,6 +251,82 @@ void BM_QuantizedLatentAttention(benchmark::State& state) {
       bytes / static_cast<double>(length * 2 * kKvHeads * kHeadDim * 2);
 }
 
+// Arguments: cached tokens, model (kShapes). Dense fp32 K, V on the shape.
+void BM_CausalAttention_DenseShape(benchmark::State& state) {
+  const Index length = state.range(0);
+  const LayerShape& shape = kShapes[state.range(1)];
+  const ProjectedData& d = projected_data(length, state.range(1), 0);
+  std::mt19937_64 engine(1);
+  const RowMatrix<float> q = gaussian(1, shape.heads * shape.head_dim, 1.0, engine);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
+  for (auto _ : state) {
+    RowMatrix<float> out =
+        causal_attention(q, d.keys, d.values, shape.heads, shape.kv_heads, length - 1, scale);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_counters(state, static_cast<double>(length * 2 * shape.kv_heads * shape.head_dim * 4));
+}
+
+// Arguments: cached tokens, model (kShapes), budget in percent. Route 2, joint latents
+// r_k = r_v = budget·n_kv·h, one decode token; queries already projected (q̃: n_q·r_k).
+template <class S>
+void BM_ProjectedAttention(benchmark::State& state) {
+  const Index length = state.range(0);
+  const LayerShape& shape = kShapes[state.range(1)];
+  const Index rank = shape.kv_heads * shape.head_dim * state.range(2) / 100;
+  const ProjectedData& d = projected_data(length, state.range(1), rank);
+  std::mt19937_64 engine(1);
+  const RowMatrix<float> q = gaussian(1, shape.heads * rank, 1.0, engine);
+  RowMatrix<float> out(1, shape.heads * rank);
+  LatentAttentionParams<S> p;
+  p.route = LatentRoute::kProjected;
+  p.queries = q.data();
+  p.ld_queries = q.cols();
+  if constexpr (std::same_as<S, float>) {
+    p.latent_k = d.latent_k.data();
+    p.latent_v = d.latent_v.data();
+  } else {
+    p.latent_k = d.latent_k16.data();
+    p.latent_v = d.latent_v16.data();
+  }
+  p.ld_latent_k = rank;
+  p.ld_latent_v = rank;
+  p.out = out.data();
+  p.ld_out = out.cols();
+  p.tokens = 1;
+  p.length = length;
+  p.first_position = length - 1;
+  p.heads_per_group = shape.kv_heads;
+  p.group_size = shape.heads / shape.kv_heads;
+  p.head_dim = shape.head_dim;
+  p.rank_k = rank;
+  p.rank_v = rank;
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
+  for (auto _ : state) {
+    run_latent_attention(std::span<const LatentAttentionParams<S>>(&p, 1));
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(length * 2 * rank * static_cast<Index>(sizeof(S)));
+  set_counters(state, bytes);
+  state.counters["vs_dense"] =
+      bytes / static_cast<double>(length * 2 * shape.kv_heads * shape.head_dim * 4);
+}
+
+void dense_shape_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"cached", "model"});
+  for (const Index model : {0, 1}) b->Args({32768, model});
+  b->Unit(benchmark::kMillisecond);
+}
+
+void projected_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"cached", "model", "budget%"});
+  for (const Index model : {0, 1}) {
+    for (const Index budget : {50, 25}) b->Args({32768, model, budget});
+  }
+  b->Unit(benchmark::kMillisecond);
+}
+
 void dense_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"cached", "queries"});
   for (const Index length : {4096, 32768}) b->Args({length, 1});
@@ -238,6 +359,11 @@ BENCHMARK(BM_CausalAttention_Dense)->Apply(dense_args);
 BENCHMARK(BM_LatentAttention<float>)->Name("BM_LatentAttention_Fp32")->Apply(latent_args);
 BENCHMARK(BM_LatentAttention<std::uint16_t>)->Name("BM_LatentAttention_Fp16")->Apply(latent_args);
 BENCHMARK(BM_QuantizedLatentAttention)->Apply(quantized_args);
+BENCHMARK(BM_CausalAttention_DenseShape)->Apply(dense_shape_args);
+BENCHMARK(BM_ProjectedAttention<float>)->Name("BM_ProjectedAttention_Fp32")->Apply(projected_args);
+BENCHMARK(BM_ProjectedAttention<std::uint16_t>)
+    ->Name("BM_ProjectedAttention_Fp16")
+    ->Apply(projected_args);
 
 }  // namespace
 }  // namespace latentkv
