@@ -20,11 +20,13 @@
 // §7), so it reads fewer bytes but takes longer than dense. Single-threaded (no OpenMP here).
 // Route 2 (params.route = kProjected, project/, cache/projected_kv_cache.hpp; issue 11's speed
 // target): projected queries score the cached latents directly, no key is rebuilt. One decode
-// token against 32K cached tokens on two layer shapes, joint latents (s = n_kv) of
-// r_k = r_v = budget·n_kv·h, budgets 0.5 and 0.25, fp32 and fp16 latents, next to the dense
-// kernel on the same shape (BM_CausalAttention_DenseShape):
-//   model 0  SmolLM2-135M   n_q 9,  n_kv 3, h 64   (r = 96, 48)
-//   model 1  LLaMA-3-8B     n_q 32, n_kv 8, h 128  (r = 512, 256)
+// token against 32K cached tokens on two layer shapes, joint latents (s = n_kv: one latent per
+// layer, every query head scores it) or per-head ones (s = 1), r_k = r_v = budget·s·h per group,
+// budgets 0.5 and 0.25, fp32 and fp16 latents, next to the dense kernel on the same shape
+// (BM_CausalAttention_DenseShape). Joint latents cost n_q MACs per cached number against dense's
+// n_q / n_kv, so on a CPU they are compute-bound where dense and per-head latents are not:
+//   model 0  SmolLM2-135M   n_q 9,  n_kv 3, h 64   (joint r = 96, 48; per head 32, 16)
+//   model 1  LLaMA-3-8B     n_q 32, n_kv 8, h 128  (joint r = 512, 256; per head 64, 32)
 //   vs_dense  cache_bytes / the dense fp32 cache's bytes on the shape (the byte ratio the time
 //             ratio is held to: route-2 time / dense time ≤ 1.1 × vs_dense)
 // Run: build/benchmarks/latent_attention_bench [--benchmark_min_time=0.2]
@@ -267,47 +269,55 @@ void BM_CausalAttention_DenseShape(benchmark::State& state) {
   set_counters(state, static_cast<double>(length * 2 * shape.kv_heads * shape.head_dim * 4));
 }
 
-// Arguments: cached tokens, model (kShapes), budget in percent. Route 2, joint latents
-// r_k = r_v = budget·n_kv·h, one decode token; queries already projected (q̃: n_q·r_k).
+// Arguments: cached tokens, model (kShapes), budget in percent, joint (1: s = n_kv, one latent
+// per layer; 0: s = 1, one per KV head). Route 2 with r_k = r_v = budget·s·h per group, one
+// decode token; queries already projected (q̃: n_q·r_k). Every group in one call.
 template <class S>
 void BM_ProjectedAttention(benchmark::State& state) {
   const Index length = state.range(0);
   const LayerShape& shape = kShapes[state.range(1)];
-  const Index rank = shape.kv_heads * shape.head_dim * state.range(2) / 100;
-  const ProjectedData& d = projected_data(length, state.range(1), rank);
+  const Index s = state.range(3) != 0 ? shape.kv_heads : 1;
+  const Index groups = shape.kv_heads / s;
+  const Index rank = s * shape.head_dim * state.range(2) / 100;  // per group
+  const Index width = groups * rank;
+  const ProjectedData& d = projected_data(length, state.range(1), width);
   std::mt19937_64 engine(1);
   const RowMatrix<float> q = gaussian(1, shape.heads * rank, 1.0, engine);
   RowMatrix<float> out(1, shape.heads * rank);
-  LatentAttentionParams<S> p;
-  p.route = LatentRoute::kProjected;
-  p.queries = q.data();
-  p.ld_queries = q.cols();
-  if constexpr (std::same_as<S, float>) {
-    p.latent_k = d.latent_k.data();
-    p.latent_v = d.latent_v.data();
-  } else {
-    p.latent_k = d.latent_k16.data();
-    p.latent_v = d.latent_v16.data();
+  std::vector<LatentAttentionParams<S>> params(static_cast<std::size_t>(groups));
+  const Index sg = shape.heads / groups;  // query heads per group
+  for (Index j = 0; j < groups; ++j) {
+    LatentAttentionParams<S>& p = params[static_cast<std::size_t>(j)];
+    p.route = LatentRoute::kProjected;
+    p.queries = q.data() + j * sg * rank;
+    p.ld_queries = q.cols();
+    if constexpr (std::same_as<S, float>) {
+      p.latent_k = d.latent_k.data() + j * rank;
+      p.latent_v = d.latent_v.data() + j * rank;
+    } else {
+      p.latent_k = d.latent_k16.data() + j * rank;
+      p.latent_v = d.latent_v16.data() + j * rank;
+    }
+    p.ld_latent_k = width;
+    p.ld_latent_v = width;
+    p.out = out.data() + j * sg * rank;
+    p.ld_out = out.cols();
+    p.tokens = 1;
+    p.length = length;
+    p.first_position = length - 1;
+    p.heads_per_group = s;
+    p.group_size = shape.heads / shape.kv_heads;
+    p.head_dim = shape.head_dim;
+    p.rank_k = rank;
+    p.rank_v = rank;
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
   }
-  p.ld_latent_k = rank;
-  p.ld_latent_v = rank;
-  p.out = out.data();
-  p.ld_out = out.cols();
-  p.tokens = 1;
-  p.length = length;
-  p.first_position = length - 1;
-  p.heads_per_group = shape.kv_heads;
-  p.group_size = shape.heads / shape.kv_heads;
-  p.head_dim = shape.head_dim;
-  p.rank_k = rank;
-  p.rank_v = rank;
-  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
   for (auto _ : state) {
-    run_latent_attention(std::span<const LatentAttentionParams<S>>(&p, 1));
+    run_latent_attention(std::span<const LatentAttentionParams<S>>(params));
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  const double bytes = static_cast<double>(length * 2 * rank * static_cast<Index>(sizeof(S)));
+  const double bytes = static_cast<double>(length * 2 * width * static_cast<Index>(sizeof(S)));
   set_counters(state, bytes);
   state.counters["vs_dense"] =
       bytes / static_cast<double>(length * 2 * shape.kv_heads * shape.head_dim * 4);
@@ -320,9 +330,11 @@ void dense_shape_args(benchmark::internal::Benchmark* b) {
 }
 
 void projected_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"cached", "model", "budget%"});
+  b->ArgNames({"cached", "model", "budget%", "joint"});
   for (const Index model : {0, 1}) {
-    for (const Index budget : {50, 25}) b->Args({32768, model, budget});
+    for (const Index joint : {1, 0}) {
+      for (const Index budget : {50, 25}) b->Args({32768, model, budget, joint});
+    }
   }
   b->Unit(benchmark::kMillisecond);
 }

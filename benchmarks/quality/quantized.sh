@@ -5,8 +5,9 @@
 # Quantized latents on SmolLM2-135M-Instruct (docs/quality/quantized.md): WikiText-2, ctx 1024,
 # the first $CHUNKS chunks (default 16), each run of latentkv-eval writing JSON to $WORK.
 #   quantized.sh BUILD_DIR WORK [ROW...]   ROW = name (see `rows` below); default: every row
-# The budget-1.0 file is compressed once with latentkv-compress's defaults (whitened SVD,
-# sensitivity schedule, joint); budget 0.5 rows load it with --budget 0.5 (re-planned, truncated).
+# The budget-1.0 file is compressed once, when a row needs it, with latentkv-compress's defaults
+# (whitened SVD, sensitivity schedule, joint); budget 0.5 rows load it with --budget 0.5
+# (re-planned, truncated).
 # auto-B rows: --cache-dtype auto --budget B, ranks and bits planned for B of the dense fp16
 # cache's bytes (schedule/rank_bits_planner.hpp), with --kl-divergence against dense; a row name
 # ending in @pydoc scores the Python documentation text (tests/data/pydoc) instead of WikiText-2.
@@ -21,10 +22,6 @@ model=$("$here/scripts/fetch-model.sh")
 text="$here/tests/data/wikitext/wikitext-2-raw-test.txt"
 mkdir -p "$work"
 file="$work/smollm2.b1.0.safetensors"
-if [[ ! -f $file ]]; then
-  "$build/examples/latentkv-compress" --model "$model" --budget 1.0 --out "$file" \
-    --report "$work/compress-b1.0.json" --threads "$threads" >"$work/compress-b1.0.log" 2>&1
-fi
 declare -A rows=(
   [dense]=""
   [b1-f32]="--compressed $file"
@@ -88,6 +85,15 @@ for g in joint per-head; do
     done
   done
 done
+# Route 2 refined (--refine-steps N, project/cayley_refinement.hpp): compressed at the row's budget
+# (the refinement optimizes the bases at the planned ranks), evaluated as written.
+for g in joint per-head; do
+  for n in 20 40; do
+    for b in 0.5 0.25; do
+      rows[pcaref$n-$g-energy-$b]="PCAREF:$g:energy:$n:$b --cache-dtype f16 --kl-divergence"
+    done
+  done
+done
 # Row name suffixes pick the text (the row's flags are the unsuffixed name's):
 #   @pydoc  the Python documentation (tests/data/pydoc), $CHUNKS chunks
 #   @dev    the dev slice: WikiText-2's test characters from the last newline before
@@ -121,6 +127,10 @@ for name in "${names[@]}"; do
     *@*) echo "unknown text in row $name (@pydoc, @dev or @head)" >&2; exit 2 ;;
   esac
   flags=${rows[$base]}
+  if [[ $flags == *"$file"* && ! -f $file ]]; then  # made once, when a row needs it
+    "$build/examples/latentkv-compress" --model "$model" --budget 1.0 --out "$file" \
+      --report "$work/compress-b1.0.json" --threads "$threads" >"$work/compress-b1.0.log" 2>&1
+  fi
   if [[ $flags == PCA:* ]]; then
     IFS=: read -r _ g s k <<<"${flags%% *}"
     pca="$work/smollm2.pca-$g-$s-k$k.safetensors"
@@ -128,6 +138,15 @@ for name in "${names[@]}"; do
       "$build/examples/latentkv-compress" --method matryoshka --model "$model" --budget 1.0 \
         --grouping "$g" --schedule "$s" --sink-tokens "$k" --out "$pca" --threads "$threads" \
         >"$pca.log" 2>&1
+    fi
+    flags="--compressed $pca ${flags#* }"
+  elif [[ $flags == PCAREF:* ]]; then
+    IFS=: read -r _ g s n b <<<"${flags%% *}"
+    pca="$work/smollm2.pcaref$n-$g-$s-$b.safetensors"
+    if [[ ! -f $pca ]]; then
+      "$build/examples/latentkv-compress" --method matryoshka --model "$model" --budget "$b" \
+        --grouping "$g" --schedule "$s" --refine-steps "$n" --out "$pca" --threads "$threads" \
+        --report "$pca.json" >"$pca.log" 2>&1
     fi
     flags="--compressed $pca ${flags#* }"
   fi

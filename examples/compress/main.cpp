@@ -5,9 +5,14 @@
 //   --method svd (default): low-rank factors of W_k, W_v (route 1), the options below;
 //   --method matryoshka: post-RoPE PCA bases of keys and values calibrated on --calib (route 2,
 //   project/; a projection file, "latentkv.projected"): --budget, --schedule
-//   uniform|progressive|energy (default energy), --grouping, --calib, --calib-tokens (default
-//   4096 here), --sink-tokens N (the first N tokens of every calibration chunk left out),
-//   --multiple. latentkv-compress --model PATH(.gguf | HF dir | .safetensors) --budget 0.5
+//   uniform|progressive|energy|sensitivity|search (default energy; the last two measure the KL
+//   divergence of the projected model, --divergence-tokens, --search-*), --grouping, --calib,
+//   --calib-tokens (default 4096 here), --sink-tokens N (the first N tokens of every calibration
+//   chunk left out),
+//   --multiple, --refine-steps N (Cayley refinement of the truncated bases on the layer's
+//   attention-output error, project/cayley_refinement.hpp; 0 = PCA as is) on the last
+//   --refine-tokens calibration tokens in chunks of --refine-ctx. latentkv-compress --model
+//   PATH(.gguf | HF dir | .safetensors) --budget 0.5
 //       --schedule uniform|progressive|energy|sensitivity|search
 //       --factorizer svd|rsvd|whitened|svd-gain --grouping joint|per-head|group:N [--calib FILE]
 //       [--layers A-B] [--recalibrate-values [--recalibrate-ridge R]]
@@ -51,7 +56,9 @@
 #include "latentkv/io/projection_checkpoint.hpp"
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/llama_model.hpp"
+#include "latentkv/project/cayley_refinement.hpp"
 #include "latentkv/project/pca_calibration.hpp"
+#include "latentkv/project/projected_divergence.hpp"
 #include "latentkv/text/tokenizer.hpp"
 
 namespace {
@@ -85,6 +92,9 @@ struct Options {
   double recalibrate_ridge = 1e-2;
   Index sink_tokens = 0;  // first positions of each calibration chunk weighted by sink_weight
   double sink_weight = 0.0;
+  int refine_steps = 0;        // matryoshka: Cayley refinement steps per layer (0: PCA as is)
+  Index refine_tokens = 2048;  // matryoshka: calibration tokens the refinement runs on
+  Index refine_ctx = 512;      // matryoshka: tokens per refinement chunk
 };
 
 /// One source type for every input format (so the compressor is instantiated once per policy
@@ -235,12 +245,7 @@ int run_matryoshka(Options o, bool calib_tokens_given, const std::string& comman
     usage_error("--budget = ", o.budget, ", expected a kept fraction in (0, 1]");
   }
   if (o.schedule.empty()) o.schedule = "energy";
-  if (!lk::is_data_free_schedule(o.schedule)) {
-    usage_error(
-        "--method matryoshka plans on the PCA variances: --schedule must be uniform, "
-        "progressive or energy, not ",
-        o.schedule);
-  }
+  lk::check_schedule_name(o.schedule);
   const auto reject = [&](bool given, const char* option) {
     if (given) usage_error(option, " applies to --method svd only");
   };
@@ -250,6 +255,9 @@ int run_matryoshka(Options o, bool calib_tokens_given, const std::string& comman
   reject(o.sink_weight != 0.0, "--sink-weight");
   reject(o.dtype != "f32", "--dtype");
   if (o.sink_tokens < 0) usage_error("--sink-tokens = ", o.sink_tokens, ", expected >= 0");
+  if (o.refine_steps < 0) usage_error("--refine-steps = ", o.refine_steps, ", expected >= 0");
+  if (o.refine_tokens < 2) usage_error("--refine-tokens = ", o.refine_tokens, ", expected >= 2");
+  if (o.refine_ctx < 2) usage_error("--refine-ctx = ", o.refine_ctx, ", expected >= 2");
   if (o.multiple < 1) usage_error("--multiple = ", o.multiple, ", expected >= 1");
   if (o.threads < 0) usage_error("--threads = ", o.threads, ", expected >= 1");
   const lk::AnyGrouping grouping = lk::parse_grouping(o.grouping);
@@ -297,17 +305,89 @@ int run_matryoshka(Options o, bool calib_tokens_given, const std::string& comman
   const lk::ProjectionStats stats =
       lk::collect_projection_stats(model, ids, {.ctx = 1024, .skip_first = o.sink_tokens});
   const lk::ProjectedModel full = stats.fit(s);
-  const lk::RankPlan plan =
-      lk::plan_with(lk::make_data_free_schedule(o.schedule), full.rank_problem(c.d_model),
-                    {.budget = o.budget, .multiple = o.multiple});
-  const lk::ProjectedModel projected = full.truncated(plan);
+  const double stats_seconds = seconds_since(t0);
+  // Calibrated schedules measure the KL divergence of the projected model from the dense one on
+  // the last --divergence-tokens of --calib (project/projected_divergence.hpp).
+  nlohmann::json schedule_state = nlohmann::json::object();
+  lk::AnyRankSchedule schedule = lk::UniformRankSchedule{};
+  std::optional<lk::ProjectedKlDivergence> divergence;
+  if (lk::is_data_free_schedule(o.schedule)) {
+    schedule = lk::make_data_free_schedule(o.schedule);
+  } else {
+    const auto t1 = std::chrono::steady_clock::now();
+    divergence.emplace(model, full,
+                       tail_tokens(calib_ids, o.divergence_tokens, "--divergence-tokens"));
+    schedule_state["divergence_tokens"] = o.divergence_tokens;
+    schedule_state["calib"] = o.calib.filename().string();
+    if (o.schedule == "sensitivity") {
+      const Index probe = std::max<Index>(1, full.rank_problem(c.d_model).max_rank() / 8);
+      std::vector<Index> layers(static_cast<std::size_t>(c.num_layers));
+      for (Index l = 0; l < c.num_layers; ++l) layers[static_cast<std::size_t>(l)] = l;
+      const lk::LayerSensitivities measured =
+          lk::measure_layer_sensitivities(*divergence, full.plan(), layers, probe);
+      const lk::LayerSensitivities w = lk::per_unit_tail_energy(measured, full, probe);
+      const lk::SensitivityRankSchedule sensitivity(w.k, w.v);
+      schedule = sensitivity;
+      schedule_state["probe_rank"] = probe;
+      schedule_state["measured_k"] = measured.k;
+      schedule_state["measured_v"] = measured.v;
+      schedule_state["alpha"] = sensitivity.options().alpha;
+      schedule_state["weight_floor"] = sensitivity.options().weight_floor;
+      schedule_state["power"] = sensitivity.options().power;
+      schedule_state["k_weights"] = w.k;
+      schedule_state["v_weights"] = w.v;
+    } else {
+      const lk::ProjectedKlDivergence& d = *divergence;
+      schedule = lk::GreedySearchRankSchedule(
+          [&d](const lk::RankPlan& p) { return d(p); },
+          {.step = o.search_step, .decrements_per_round = o.search_per_round});
+      schedule_state["step"] = o.search_step;
+      schedule_state["decrements_per_round"] = o.search_per_round;
+    }
+    if (!o.quiet) {
+      std::fprintf(stderr, "%s: matryoshka: %s: %ld divergence evaluations on %ld tokens, %.1f s\n",
+                   kTool, o.schedule.c_str(), static_cast<long>(divergence->evaluations()),
+                   static_cast<long>(o.divergence_tokens), seconds_since(t1));
+    }
+  }
+  const lk::RankPlan plan = lk::plan_with(schedule, full.rank_problem(c.d_model),
+                                          {.budget = o.budget, .multiple = o.multiple});
+  if (divergence && !o.quiet) {
+    std::fprintf(stderr, "%s: matryoshka: %ld divergence evaluations in all\n", kTool,
+                 static_cast<long>(divergence->evaluations()));
+  }
+  lk::ProjectedModel projected = full.truncated(plan);
   if (!o.quiet) {
     std::fprintf(stderr,
                  "%s: matryoshka: post-RoPE key/value statistics of %ld tokens (%s, last %ld, "
                  "first %ld of each chunk left out) in %.1f s; %s plan, budget %.4f\n",
                  kTool, static_cast<long>(stats.tokens()), o.calib.filename().c_str(),
-                 static_cast<long>(ids.size()), static_cast<long>(o.sink_tokens), seconds_since(t0),
+                 static_cast<long>(ids.size()), static_cast<long>(o.sink_tokens), stats_seconds,
                  o.schedule.c_str(), plan.budget());
+  }
+  std::vector<lk::LayerRefinement> refinement;
+  if (o.refine_steps > 0) {
+    const auto t1 = std::chrono::steady_clock::now();
+    const std::vector<std::int32_t> refine_ids =
+        tail_tokens(ids, std::min<Index>(o.refine_tokens, std::ssize(ids)), "--refine-tokens");
+    const lk::AttentionInputs inputs =
+        lk::collect_attention_inputs(model, refine_ids, o.refine_ctx);
+    refinement =
+        lk::refine_projections(projected, model.weights(), inputs, {.steps = o.refine_steps});
+    if (!o.quiet) {
+      double before = 0;
+      double after = 0;
+      for (const lk::LayerRefinement& r : refinement) {
+        before += r.initial;
+        after += r.final;
+      }
+      const double n = static_cast<double>(refinement.size());
+      std::fprintf(stderr,
+                   "%s: matryoshka: Cayley refinement (%d steps at most, %ld tokens in chunks of "
+                   "%ld): attention-output error %.4f -> %.4f (mean over layers) in %.1f s\n",
+                   kTool, o.refine_steps, static_cast<long>(refine_ids.size()),
+                   static_cast<long>(o.refine_ctx), before / n, after / n, seconds_since(t1));
+    }
   }
   lk::ProjectionCheckpointOptions options;
   options.schedule = o.schedule;
@@ -318,6 +398,12 @@ int run_matryoshka(Options o, bool calib_tokens_given, const std::string& comman
   options.extra_metadata["grouping"] = o.grouping;
   options.extra_metadata["multiple"] = std::to_string(o.multiple);
   options.extra_metadata["calib"] = o.calib.filename().string();
+  options.extra_metadata["refine_steps"] = std::to_string(o.refine_steps);
+  options.extra_metadata["schedule_state"] = schedule_state.dump();
+  if (o.refine_steps > 0) {
+    options.extra_metadata["refine_tokens"] = std::to_string(o.refine_tokens);
+    options.extra_metadata["refine_ctx"] = std::to_string(o.refine_ctx);
+  }
   lk::write_projection_checkpoint(o.out, projected, c, options);
   const double dense = 2.0 * static_cast<double>(c.num_layers * c.kv_dim());
   std::printf("| %-28s | %-14s |\n|%s|%s|\n", "projections (route 2)", "value",
@@ -341,6 +427,16 @@ int run_matryoshka(Options o, bool calib_tokens_given, const std::string& comman
     j["grouping"] = o.grouping;
     j["calibration_tokens"] = stats.tokens();
     j["sink_tokens"] = o.sink_tokens;
+    j["refine_steps"] = o.refine_steps;
+    if (!refinement.empty()) {
+      nlohmann::json layers = nlohmann::json::array();
+      for (const lk::LayerRefinement& r : refinement) {
+        layers.push_back({{"initial", r.initial}, {"final", r.final}, {"steps", r.steps}});
+      }
+      j["refinement"] = {{"tokens", std::min<Index>(o.refine_tokens, std::ssize(ids))},
+                         {"ctx", o.refine_ctx},
+                         {"layers", std::move(layers)}};
+    }
     j["seconds"] = seconds_since(start);
     write_text_atomically(o.report, j.dump(2) + "\n", "latentkv-compress: --report");
   }
@@ -367,6 +463,7 @@ int run(Options o) {
     usage_error("--recalibrate-ridge = ", o.recalibrate_ridge, ", expected >= 0");
   }
   if (o.sink_tokens < 0) usage_error("--sink-tokens = ", o.sink_tokens, ", expected >= 0");
+  if (o.refine_steps != 0) usage_error("--refine-steps applies to --method matryoshka only");
   if (!(o.sink_weight >= 0.0) || !std::isfinite(o.sink_weight)) {
     usage_error("--sink-weight = ", o.sink_weight, ", expected a finite weight >= 0");
   }
@@ -667,6 +764,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--sink-weight", o.sink_weight,
                  "weight of the sink tokens in the whitening Gram matrices (0 = excluded)")
+      ->capture_default_str();
+  app.add_option("--refine-steps", o.refine_steps,
+                 "matryoshka: Cayley refinement steps per layer on the attention-output error "
+                 "(0: the PCA bases as they are)")
+      ->capture_default_str();
+  app.add_option("--refine-tokens", o.refine_tokens,
+                 "matryoshka: calibration tokens the refinement runs on (the last of --calib)")
+      ->capture_default_str();
+  app.add_option("--refine-ctx", o.refine_ctx, "matryoshka: tokens per refinement chunk")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

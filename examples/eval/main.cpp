@@ -7,8 +7,10 @@
 //                 [--text FILE] [--ctx 1024] [--chunks N | --all] [--threads T]
 //                 [--kl-divergence]
 //   C may also be a route-2 projection file (latentkv-compress --method matryoshka,
-//         io/projection_checkpoint.hpp): run through ProjectedKvCache (f32 | f16 latents); --budget
-//         re-plans by the file's schedule on its PCA variances and truncates the bases.
+//         io/projection_checkpoint.hpp): run through ProjectedKvCache (f32 | f16 latents, or one
+//         quantized dtype per side, QuantizedProjectedKvCache; not auto); --budget re-plans by
+//         the file's schedule (its stored state) on its variances and truncates the bases; with
+//         a quantized dtype it is bytes: the largest rank plan whose codes fit B.
 //   --cache-dtype D: f32 | f16 | int8 | int4 | int3 | int2 (uniform asymmetric, fp16 scale and
 //         zero per group) | lm4 | lm3 | lm2 (Gaussian Lloyd-Max levels, fp16 mean and RMS per
 //         group) | auto (a rank and a bit width per latent, chosen for --budget in bytes out of
@@ -66,6 +68,7 @@
 #include "latentkv/linalg/parallel.hpp"
 #include "latentkv/model/dense_kv_cache.hpp"
 #include "latentkv/model/llama_model.hpp"
+#include "latentkv/project/projected_divergence.hpp"
 #include "latentkv/schedule/rank_bits_planner.hpp"
 #include "latentkv/text/tokenizer.hpp"
 
@@ -398,10 +401,10 @@ int run(const Options& o) {
   if (!o.compressed.empty()) require_file(o.compressed, "--compressed");
   const bool projection_file = !o.compressed.empty() && is_projection_file(o.compressed);
   const bool quantized = quantized_dtype(o.cache_dtype);
-  if (projection_file && (quantized || o.cache_dtype == "auto")) {
-    usage_error("--cache-dtype ", o.cache_dtype, " with the projection file ", o.compressed,
-                ": route-2 latents run as f32 or f16 (quantized route-2 latents are not built "
-                "yet)");
+  if (projection_file && o.cache_dtype == "auto") {
+    usage_error("--cache-dtype auto with the projection file ", o.compressed,
+                ": route-2 latents run as f32, f16 or one quantized dtype for both sides "
+                "(int8|int6|int5|int4|int3|int2|lm4|lm3|lm2, --value-dtype for the values)");
   }
   if (quantized && o.compressed.empty()) {
     usage_error("--cache-dtype ", o.cache_dtype,
@@ -494,9 +497,28 @@ int run(const Options& o) {
     } catch (const lk::InvalidArgument& e) {
       usage_error("--compressed ", o.compressed, " does not fit --model ", o.model, ": ", e.what());
     }
+    // Bytes per token of projections under the quantized codecs, at --bytes-context.
+    const auto coded_bytes = [&](const lk::ProjectedModel& m) {
+      double total = 0.0;
+      for (const lk::ProjectedLayer& layer : m.layers) {
+        for (const lk::ProjectedBasis& b : layer.k) {
+          total += lk::latent_bytes_per_token(b.rank(), quant->key, o.bytes_context);
+        }
+        for (const lk::ProjectedBasis& b : layer.v) {
+          total += lk::latent_bytes_per_token(b.rank(), quant->value, o.bytes_context);
+        }
+      }
+      return total;
+    };
+    const double dense_fp16 = 2.0 * static_cast<double>(c.num_layers * c.kv_dim()) * 2.0;
     if (o.budget != 0.0) {
-      if (o.budget > info.plan.budget() + 1e-9) {
-        usage_error("--budget = ", o.budget, " is above the file's ", info.plan.budget(),
+      // Unquantized, --budget is the kept fraction of latent numbers (= of fp16 bytes for f16).
+      // Quantized, it is bytes: the ranks re-planned for the largest fraction of numbers whose
+      // codes, scales and zeros fit B of the dense fp16 cache's bytes (bisection below).
+      const double held = quant ? coded_bytes(projected) / dense_fp16 : info.plan.budget();
+      if (o.budget > held + 1e-9) {
+        usage_error("--budget = ", o.budget, " is above the file's ", held,
+                    quant ? " at this --cache-dtype" : "",
                     " (a file holds its plan's ranks; recompress for more)");
       }
       const auto multiple = info.metadata.find("multiple");
@@ -504,15 +526,74 @@ int run(const Options& o) {
           .budget = o.budget,
           .multiple = multiple == info.metadata.end() ? 1 : std::stoll(multiple->second),
           .ceiling = info.plan};
-      projected = projected.truncated(lk::plan_with(lk::make_data_free_schedule(info.schedule),
-                                                    projected.rank_problem(c.d_model), b));
+      // The file's schedule, rebuilt from its stored state (sensitivity weights; a search
+      // measures its divergence again, on the calibration text's tail as the compressor did).
+      nlohmann::json state = nlohmann::json::object();
+      if (const auto it = info.metadata.find("schedule_state"); it != info.metadata.end()) {
+        state = nlohmann::json::parse(it->second);
+      }
+      std::optional<lk::ProjectedKlDivergence> divergence;
+      lk::GreedySearchRankSchedule::Divergence search;
+      if (info.schedule == "search") {
+        const Index tokens = state.value("divergence_tokens", Index{256});
+        divergence.emplace(model, projected,
+                           tail_tokens(tokenizer.encode(read_text(default_text(), "calibration")),
+                                       tokens, "divergence_tokens"));
+        search = [&](const lk::RankPlan& p) { return (*divergence)(p); };
+      }
+      const lk::AnyRankSchedule schedule = lk::schedule_from_state(info.schedule, state, search);
+      const lk::RankProblem problem = projected.rank_problem(c.d_model);
+      const auto replan = [&](double numbers) {
+        lk::RankBudget nb = b;
+        nb.budget = numbers;
+        return projected.truncated(lk::plan_with(schedule, problem, nb));
+      };
+      if (!quant) {
+        projected = replan(o.budget);
+      } else {
+        if (info.schedule == "search") {
+          usage_error(
+              "--budget with a quantized --cache-dtype re-plans by bytes, many plans: "
+              "a search-planned file would search each time; use the file's budget or "
+              "--cache-dtype f16");
+        }
+        double lo = 0.0;  // largest numbers fraction known to fit (0: none yet)
+        double hi = info.plan.budget();
+        std::optional<lk::ProjectedModel> best;
+        for (int i = 0; i < 40 && hi - lo > 1e-6; ++i) {
+          const double mid = 0.5 * (lo + hi);
+          std::optional<lk::ProjectedModel> trial;
+          try {
+            trial = replan(mid);
+          } catch (const lk::InvalidArgument&) {  // below the smallest plan
+          }
+          if (trial && coded_bytes(*trial) <= o.budget * dense_fp16 + 1e-9) {
+            lo = mid;
+            best = std::move(trial);
+          } else {
+            hi = mid;
+          }
+        }
+        if (!best) {
+          usage_error("--budget = ", o.budget, ": no plan of ", o.compressed.filename(),
+                      " fits that many bytes at --cache-dtype ", o.cache_dtype);
+        }
+        projected = std::move(*best);
+      }
     }
     budget = projected.plan().budget();
     const auto grouping = info.metadata.find("grouping");
     cache_name = "projected " + o.cache_dtype + " (route 2, " + info.method + ", " +
                  (grouping == info.metadata.end() ? std::string("?") : grouping->second) + ", " +
                  info.schedule + ", budget " + format("%.4f", budget) + ")";
-    if (o.cache_dtype == "f16") {
+    if (quant) {
+      cache_name = "projected " + quant_name(o) + " (route 2, " + info.method + ", " +
+                   (grouping == info.metadata.end() ? std::string("?") : grouping->second) + ", " +
+                   info.schedule + ", ranks at budget " + format("%.4f", budget) + ")";
+      lk::QuantizedProjectedKvCache cache(model.weights(), projected, *quant, o.ctx);
+      run_through(cache);
+      bytes_per_token = cache.bytes_per_token_at(o.bytes_context);
+    } else if (o.cache_dtype == "f16") {
       lk::ProjectedKvCache<std::uint16_t> cache(model.weights(), projected, o.ctx);
       run_through(cache);
     } else {

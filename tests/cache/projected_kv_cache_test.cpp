@@ -8,7 +8,10 @@
 //   - the key mean drops out of the softmax at every rank (shifting it changes no logit), the
 //     value mean does not (it is the output bias);
 //   - low rank differs from dense, and calibrated bases beat a random basis at the same rank;
-//   - chunked prefill and decode steps equal one pass; reset; sizes; construction and call errors.
+//   - chunked prefill and decode steps equal one pass; reset; sizes; construction and call errors;
+//   - quantized latents (QuantizedProjectedKvCache): close to the fp32 cache by their precision,
+//     the Hadamard rotation leaving the math unchanged (bits 16 = fp16 codes, rotated or not,
+//     match the fp32 cache to fp16 precision), chunking exact, bytes counted, bad codecs named.
 #include "latentkv/cache/projected_kv_cache.hpp"
 
 #include <gtest/gtest.h>
@@ -17,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -181,6 +185,61 @@ TEST_F(ProjectedKvCacheTest, CountsItsBytes) {
   EXPECT_EQ(f16.bytes_per_token(), 2 * (5 + 3) * 2);
 }
 
+LatentQuantConfig quant(int bits, bool rotate) {
+  LatentQuantConfig q;
+  q.key.bits = bits;
+  q.value.bits = bits;
+  q.key.group_size = 8;
+  q.value.group_size = 8;
+  q.rotate = rotate;
+  return q;
+}
+
+TEST_F(ProjectedKvCacheTest, QuantizedLatentsStayCloseToTheFloatCache) {
+  const ProjectedModel pca = at_ranks(stats_.fit(2), 6, 5);  // widths that are no power of two
+  const RowMatrix<float> want = logits(pca);
+  const auto run = [&](const LatentQuantConfig& q) {
+    QuantizedProjectedKvCache cache(weights(), pca, q);
+    return model_.forward(tokens_, cache);
+  };
+  const double fp16 = projected_relative_error(run(quant(16, false)), want);
+  const double fp16_rotated = projected_relative_error(run(quant(16, true)), want);
+  const double int8 = projected_relative_error(run(quant(8, true)), want);
+  const double int4 = projected_relative_error(run(quant(4, true)), want);
+  const double int4_plain = projected_relative_error(run(quant(4, false)), want);
+  std::printf(
+      "max |logit error| / max |logit| against fp32 latents: fp16 %.2e, fp16 rotated %.2e, int8 "
+      "%.2e, int4 %.2e, int4 unrotated %.2e\n",
+      fp16, fp16_rotated, int8, int4, int4_plain);
+  EXPECT_LT(fp16, 2e-3);
+  EXPECT_LT(fp16_rotated, 2e-3);  // the rotation is exact up to rounding
+  EXPECT_LT(int8, 2e-2);
+  EXPECT_GT(int4, int8);
+  EXPECT_LT(int4, 0.2);
+  EXPECT_GT(int4_plain, 0.0);
+}
+
+TEST_F(ProjectedKvCacheTest, QuantizedChunksEqualOnePassAndResetForgets) {
+  const ProjectedModel pca = at_ranks(stats_.fit(1), 5, 4);
+  QuantizedProjectedKvCache cache(weights(), pca, quant(4, true));
+  const RowMatrix<float> want = model_.forward(tokens_, cache);
+  cache.reset();
+  EXPECT_EQ(cache.length(0), 0);
+  const std::span<const std::int32_t> all(tokens_);
+  RowMatrix<float> got(want.rows(), want.cols());
+  got.topRows(20) = model_.forward(all.first(20), cache);
+  for (Index t = 20; t < std::ssize(tokens_); ++t) {
+    got.row(t) = model_.forward(all.subspan(static_cast<std::size_t>(t), 1), cache).row(0);
+  }
+  // Per-token codes depend on their own row only: chunking changes nothing.
+  EXPECT_LT(projected_relative_error(got, want), 1e-5);
+  // Bytes: every group's codes, scales and zeros (per-head: 2 groups of 5 and of 4 per layer).
+  const double per_layer = 2 * (latent_bytes_per_token(5, quant(4, true).key, 100) +
+                                latent_bytes_per_token(4, quant(4, true).value, 100));
+  EXPECT_DOUBLE_EQ(cache.bytes_per_token_at(100), 2 * per_layer);
+  EXPECT_EQ(cache.numbers_per_token(), 2 * 2 * (5 + 4));
+}
+
 TEST_F(ProjectedKvCacheTest, RejectsBadInput) {
   const ProjectedModel full = stats_.fit(2);
   // Projections of another model (n_kv = 1).
@@ -204,6 +263,13 @@ TEST_F(ProjectedKvCacheTest, RejectsBadInput) {
   expect_invalid([&] { (void)cache.attend(0, x, 3); }, "position = 3, expected 0");
   expect_invalid([&] { (void)cache.attend(0, RowMatrix<float>::Zero(2, 31), 0); },
                  "x has 31 columns, expected d_model = 32");
+  // Codecs.
+  LatentQuantConfig bad = quant(7, true);
+  expect_invalid([&] { QuantizedProjectedKvCache q(weights(), full, bad); }, "key codec: bits = 7");
+  bad = quant(4, true);
+  bad.layer_bits.resize(2);
+  expect_invalid([&] { QuantizedProjectedKvCache q(weights(), full, bad); },
+                 "per-layer bit widths are not supported for route 2");
 }
 
 }  // namespace

@@ -210,13 +210,75 @@ TEST_F(CompressSmolLm2, MatryoshkaProjectionsRunThroughRouteTwo) {
                m + "--method matryoshka --factorizer whitened --out " + file("x.safetensors"),
                "--factorizer applies to --method svd only");
   expect_error(LATENTKV_COMPRESS_TOOL,
-               m + "--method matryoshka --schedule sensitivity --out " + file("x.safetensors"),
-               "--schedule must be uniform, progressive or energy");
+               m + "--method matryoshka --schedule fisher --out " + file("x.safetensors"),
+               "is unknown, expected one of uniform, progressive, energy, sensitivity, search");
+  expect_error(LATENTKV_COMPRESS_TOOL,
+               m + "--method matryoshka --refine-steps -1 --out " + file("x.safetensors"),
+               "--refine-steps = -1, expected >= 0");
+  expect_error(LATENTKV_COMPRESS_TOOL, m + "--refine-steps 2 --out " + file("x.safetensors"),
+               "--refine-steps applies to --method matryoshka only");
   expect_error(
       LATENTKV_COMPRESS_TOOL,
       m + "--method matryoshka --calib-tokens 4 --sink-tokens 4 --out " + file("x.safetensors"),
       "--sink-tokens = 4 leaves no calibration token");
   EXPECT_FALSE(fs::exists(file("x.safetensors")));
+}
+
+// The calibrated route-2 choices end to end: ranks planned by the sensitivity schedule on the
+// measured KL of the projected model, bases refined on the attention-output error (a few steps on
+// a few tokens, to stay cheap), the file re-planned at a smaller budget from its stored weights.
+TEST_F(CompressSmolLm2, MatryoshkaSensitivityPlanAndRefinedBases) {
+  const std::string plain = file("pca-sens.safetensors");
+  const std::string refined = file("pca-sens-refined.safetensors");
+  const std::string report = file("pca-sens-refined.json");
+  const std::string common = "--model " + model() +
+                             " --method matryoshka --budget 0.5 --schedule sensitivity "
+                             "--grouping joint --calib-tokens 1024 --divergence-tokens 64 --quiet ";
+  const testing::ToolRun a = testing::run_tool(LATENTKV_COMPRESS_TOOL, common + "--out " + plain);
+  ASSERT_EQ(a.status, 0) << a.output;
+  const testing::ToolRun b =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL,
+                        common + "--refine-steps 4 --refine-tokens 512 --refine-ctx 128 --out " +
+                            refined + " --report " + report);
+  ASSERT_EQ(b.status, 0) << b.output;
+  const ProjectionCheckpointInfo info = read_projection_checkpoint_info(refined);
+  EXPECT_EQ(info.schedule, "sensitivity");
+  EXPECT_EQ(info.plan.layers, read_projection_checkpoint_info(plain).plan.layers);
+  EXPECT_EQ(info.metadata.at("refine_steps"), "4");
+  const nlohmann::json state = nlohmann::json::parse(info.metadata.at("schedule_state"));
+  ASSERT_EQ(state["k_weights"].size(), 30u);
+  EXPECT_EQ(state["probe_rank"].get<Index>(), 24);  // an eighth of s·h = 192
+  // Refinement lowers every layer's objective on its calibration chunks.
+  const nlohmann::json r = nlohmann::json::parse(testing::read_all(report));
+  ASSERT_EQ(r["refinement"]["layers"].size(), 30u);
+  double before = 0;
+  double after = 0;
+  for (const nlohmann::json& layer : r["refinement"]["layers"]) {
+    EXPECT_LE(layer["final"].get<double>(), layer["initial"].get<double>());
+    before += layer["initial"].get<double>();
+    after += layer["final"].get<double>();
+  }
+  EXPECT_LT(after, 0.8 * before);
+
+  const nlohmann::json dense = evaluate("");
+  const nlohmann::json pca = evaluate("--compressed " + plain + " --cache-dtype f16");
+  const nlohmann::json better = evaluate("--compressed " + refined + " --cache-dtype f16");
+  const nlohmann::json quarter =
+      evaluate("--compressed " + refined + " --cache-dtype f16 --budget 0.25");
+  ASSERT_FALSE(dense.is_null() || pca.is_null() || better.is_null() || quarter.is_null());
+  EXPECT_NEAR(better["kv_vs_dense_fp16"].get<double>(), 0.5, 1e-9);
+  EXPECT_NEAR(quarter["kv_vs_dense_fp16"].get<double>(), 0.25, 1e-9);
+  const double d = dense["ppl"].get<double>();
+  const double p = pca["ppl"].get<double>();
+  const double f = better["ppl"].get<double>();
+  const double q = quarter["ppl"].get<double>();
+  std::printf(
+      "[ measured ] 2 chunks of 128: dense PPL %.3f; joint sensitivity 0.5: PCA %.3f, refined "
+      "%.3f; refined re-planned at 0.25: %.3f; objective summed over layers %.3f -> %.3f\n",
+      d, p, f, q, before, after);
+  EXPECT_GT(f, d);
+  EXPECT_LT(f, p);  // the refined bases beat PCA on text they were not fitted on
+  EXPECT_GT(q, f);
 }
 
 }  // namespace
