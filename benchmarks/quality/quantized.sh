@@ -85,12 +85,27 @@ for g in joint per-head; do
     done
   done
 done
-# Route 2 refined (--refine-steps N, project/cayley_refinement.hpp): compressed at the row's budget
-# (the refinement optimizes the bases at the planned ranks), evaluated as written.
+# Route 2 compressed at the row's budget B (ranks planned there; the refinement optimizes the bases
+# at those ranks), evaluated as written: pcaat-G-S-rN-B = grouping G, schedule S (energy on the
+# variances; sensitivity: per-layer KL probes of the projected model; search: greedy on that KL,
+# step 32, 16 decrements per round), N Cayley refinement steps per layer (0: PCA as it is).
 for g in joint per-head; do
-  for n in 20 40; do
-    for b in 0.5 0.25; do
-      rows[pcaref$n-$g-energy-$b]="PCAREF:$g:energy:$n:$b --cache-dtype f16 --kl-divergence"
+  for s in energy sensitivity search; do
+    for n in 0 40; do
+      for b in 0.5 0.25; do
+        rows[pcaat-$g-$s-r$n-$b]="PCAAT:$g:$s:$n:$b --cache-dtype f16 --kl-divergence"
+      done
+    done
+  done
+done
+# The same files with quantized latents (QuantizedProjectedKvCache, Hadamard-rotated, group 64):
+# pcaat...-B-intK: the budget-B ranks coded at K bits (bytes: codes + fp16 scale and zero).
+for s in energy sensitivity; do
+  for n in 0 40; do
+    for b in 1.0 0.5; do
+      for k in int8 int4; do
+        rows[pcaat-joint-$s-r$n-$b-$k]="PCAAT:joint:$s:$n:$b --cache-dtype $k --kl-divergence"
+      done
     done
   done
 done
@@ -140,13 +155,14 @@ for name in "${names[@]}"; do
         >"$pca.log" 2>&1
     fi
     flags="--compressed $pca ${flags#* }"
-  elif [[ $flags == PCAREF:* ]]; then
+  elif [[ $flags == PCAAT:* ]]; then
     IFS=: read -r _ g s n b <<<"${flags%% *}"
-    pca="$work/smollm2.pcaref$n-$g-$s-$b.safetensors"
+    pca="$work/smollm2.pcaat-$g-$s-r$n-$b.safetensors"
     if [[ ! -f $pca ]]; then
       "$build/examples/latentkv-compress" --method matryoshka --model "$model" --budget "$b" \
-        --grouping "$g" --schedule "$s" --refine-steps "$n" --out "$pca" --threads "$threads" \
-        --report "$pca.json" >"$pca.log" 2>&1
+        --grouping "$g" --schedule "$s" --refine-steps "$n" --search-step 32 \
+        --search-per-round 16 --out "$pca" --threads "$threads" --report "$pca.json" \
+        >"$pca.log" 2>&1
     fi
     flags="--compressed $pca ${flags#* }"
   fi

@@ -202,8 +202,10 @@ TEST_F(CompressSmolLm2, MatryoshkaProjectionsRunThroughRouteTwo) {
     EXPECT_THAT(r.output, HasSubstr(message)) << args;
   };
   const std::string m = "--model " + model() + " ";
-  expect_error(LATENTKV_EVAL_TOOL, m + "--compressed " + pca + " --cache-dtype int4",
-               "route-2 latents run as f32 or f16");
+  expect_error(LATENTKV_EVAL_TOOL, m + "--compressed " + pca + " --cache-dtype auto --budget 0.3",
+               "route-2 latents run as f32, f16 or one quantized dtype");
+  expect_error(LATENTKV_EVAL_TOOL, m + "--compressed " + pca + " --cache-dtype int8 --budget 0.6",
+               "at this --cache-dtype");
   expect_error(LATENTKV_EVAL_TOOL, m + "--compressed " + pca + " --budget 0.6",
                "is above the file's 0.5");
   expect_error(LATENTKV_COMPRESS_TOOL,
@@ -224,30 +226,34 @@ TEST_F(CompressSmolLm2, MatryoshkaProjectionsRunThroughRouteTwo) {
   EXPECT_FALSE(fs::exists(file("x.safetensors")));
 }
 
-// The calibrated route-2 choices end to end: ranks planned by the sensitivity schedule on the
-// measured KL of the projected model, bases refined on the attention-output error (a few steps on
-// a few tokens, to stay cheap), the file re-planned at a smaller budget from its stored weights.
-TEST_F(CompressSmolLm2, MatryoshkaSensitivityPlanAndRefinedBases) {
-  const std::string plain = file("pca-sens.safetensors");
-  const std::string refined = file("pca-sens-refined.safetensors");
-  const std::string report = file("pca-sens-refined.json");
+// The calibrated route-2 choices end to end: bases refined on the attention-output error (a few
+// steps on a few tokens, to stay cheap) against PCA at the same plan; ranks planned by the
+// sensitivity schedule on the measured KL of the projected model, the file re-planned at a
+// smaller budget from its stored weights.
+TEST_F(CompressSmolLm2, MatryoshkaRefinedBasesAndSensitivityPlan) {
+  const std::string plain = file("pca-energy.safetensors");
+  const std::string refined = file("pca-energy-refined.safetensors");
+  const std::string sensitive = file("pca-sensitivity-refined.safetensors");
+  const std::string report = file("pca-energy-refined.json");
   const std::string common = "--model " + model() +
-                             " --method matryoshka --budget 0.5 --schedule sensitivity "
-                             "--grouping joint --calib-tokens 1024 --divergence-tokens 64 --quiet ";
-  const testing::ToolRun a = testing::run_tool(LATENTKV_COMPRESS_TOOL, common + "--out " + plain);
+                             " --method matryoshka --budget 0.5 --grouping joint "
+                             "--calib-tokens 1024 --quiet ";
+  const std::string refine = "--refine-steps 4 --refine-tokens 512 --refine-ctx 128 ";
+  const testing::ToolRun a =
+      testing::run_tool(LATENTKV_COMPRESS_TOOL, common + "--schedule energy --out " + plain);
   ASSERT_EQ(a.status, 0) << a.output;
   const testing::ToolRun b =
-      testing::run_tool(LATENTKV_COMPRESS_TOOL,
-                        common + "--refine-steps 4 --refine-tokens 512 --refine-ctx 128 --out " +
-                            refined + " --report " + report);
+      testing::run_tool(LATENTKV_COMPRESS_TOOL, common + "--schedule energy " + refine + "--out " +
+                                                    refined + " --report " + report);
   ASSERT_EQ(b.status, 0) << b.output;
+  const testing::ToolRun c = testing::run_tool(
+      LATENTKV_COMPRESS_TOOL,
+      common + "--schedule sensitivity --divergence-tokens 16 " + refine + "--out " + sensitive);
+  ASSERT_EQ(c.status, 0) << c.output;
+
   const ProjectionCheckpointInfo info = read_projection_checkpoint_info(refined);
-  EXPECT_EQ(info.schedule, "sensitivity");
   EXPECT_EQ(info.plan.layers, read_projection_checkpoint_info(plain).plan.layers);
   EXPECT_EQ(info.metadata.at("refine_steps"), "4");
-  const nlohmann::json state = nlohmann::json::parse(info.metadata.at("schedule_state"));
-  ASSERT_EQ(state["k_weights"].size(), 30u);
-  EXPECT_EQ(state["probe_rank"].get<Index>(), 24);  // an eighth of s·h = 192
   // Refinement lowers every layer's objective on its calibration chunks.
   const nlohmann::json r = nlohmann::json::parse(testing::read_all(report));
   ASSERT_EQ(r["refinement"]["layers"].size(), 30u);
@@ -259,26 +265,45 @@ TEST_F(CompressSmolLm2, MatryoshkaSensitivityPlanAndRefinedBases) {
     after += layer["final"].get<double>();
   }
   EXPECT_LT(after, 0.8 * before);
+  // The sensitivity plan and what re-planning needs.
+  const ProjectionCheckpointInfo sens = read_projection_checkpoint_info(sensitive);
+  EXPECT_EQ(sens.schedule, "sensitivity");
+  const nlohmann::json state = nlohmann::json::parse(sens.metadata.at("schedule_state"));
+  ASSERT_EQ(state["k_weights"].size(), 30u);
+  ASSERT_EQ(state["v_weights"].size(), 30u);
+  EXPECT_EQ(state["probe_rank"].get<Index>(), 24);  // an eighth of s·h = 192
+  EXPECT_NE(sens.plan.layers, info.plan.layers);    // not the energy plan
 
   const nlohmann::json dense = evaluate("");
   const nlohmann::json pca = evaluate("--compressed " + plain + " --cache-dtype f16");
   const nlohmann::json better = evaluate("--compressed " + refined + " --cache-dtype f16");
   const nlohmann::json quarter =
-      evaluate("--compressed " + refined + " --cache-dtype f16 --budget 0.25");
-  ASSERT_FALSE(dense.is_null() || pca.is_null() || better.is_null() || quarter.is_null());
+      evaluate("--compressed " + sensitive + " --cache-dtype f16 --budget 0.25");
+  const nlohmann::json coded =
+      evaluate("--compressed " + refined + " --cache-dtype int8 --budget 0.2");
+  ASSERT_FALSE(dense.is_null() || pca.is_null() || better.is_null() || quarter.is_null() ||
+               coded.is_null());
   EXPECT_NEAR(better["kv_vs_dense_fp16"].get<double>(), 0.5, 1e-9);
   EXPECT_NEAR(quarter["kv_vs_dense_fp16"].get<double>(), 0.25, 1e-9);
+  // int8 codes at a byte budget: the ranks re-planned so codes, scales and zeros fit 0.2.
+  EXPECT_LE(coded["kv_vs_dense_fp16"].get<double>(), 0.2 + 1e-9);
+  EXPECT_GT(coded["kv_vs_dense_fp16"].get<double>(), 0.18);
   const double d = dense["ppl"].get<double>();
   const double p = pca["ppl"].get<double>();
   const double f = better["ppl"].get<double>();
   const double q = quarter["ppl"].get<double>();
+  const double i8 = coded["ppl"].get<double>();
   std::printf(
-      "[ measured ] 2 chunks of 128: dense PPL %.3f; joint sensitivity 0.5: PCA %.3f, refined "
-      "%.3f; refined re-planned at 0.25: %.3f; objective summed over layers %.3f -> %.3f\n",
-      d, p, f, q, before, after);
+      "[ measured ] 2 chunks of 128: dense PPL %.3f; joint energy 0.5: PCA %.3f, refined %.3f "
+      "(objective summed over layers %.3f -> %.3f); sensitivity + refined re-planned at 0.25: "
+      "%.3f; refined int8 at 0.2 of fp16 bytes (%.4f): %.3f\n",
+      d, p, f, before, after, q, coded["kv_vs_dense_fp16"].get<double>(), i8);
   EXPECT_GT(f, d);
   EXPECT_LT(f, p);  // the refined bases beat PCA on text they were not fitted on
-  EXPECT_GT(q, f);
+  EXPECT_GT(q, d);
+  EXPECT_LT(q, 10.0 * d);
+  EXPECT_GT(i8, d);
+  EXPECT_LT(i8, 10.0 * d);
 }
 
 }  // namespace
